@@ -1,0 +1,133 @@
+"""The stepper interface shared by every model: ``step(state) -> state`` plus its right-hand side."""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._validate import check_field, is_concrete
+from ..grid import AbstractGrid, Grid1D, Grid2D
+from ._schemes import AbstractScheme
+
+__all__ = ["AbstractStepper"]
+
+
+class AbstractStepper(eqx.Module):
+    """A differentiable time stepper for a semi-discretised PDE ``dy/dt = rhs(y)``.
+
+    Fields are the grid, the physical parameters (arrays: differentiable, batchable with
+    ``eqx.filter_vmap``) and static settings (time step ``dt``, time scheme). ``step`` maps one
+    unbatched state to the next; batch with ``jax.vmap``. ``vector_field(t, y, args)`` is the
+    right-hand side in diffrax's signature (method of lines).
+    """
+
+    grid: eqx.AbstractVar[AbstractGrid]
+    dt: eqx.AbstractVar[float]
+    scheme: eqx.AbstractVar[AbstractScheme]
+
+    @abc.abstractmethod
+    def rhs(self, state):
+        """The semi-discrete right-hand side ``f(y)`` of ``dy/dt = f(y)``."""
+
+    @abc.abstractmethod
+    def spectral_bound(self) -> tuple[str, jax.Array]:
+        """``(region, ρ)``: the region of the spatial operator's eigenvalues and a bound on their size.
+
+        ``region`` is a key of :attr:`AbstractScheme.stability_limits`.
+        """
+
+    @abc.abstractmethod
+    def _state_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the state's fields, in order."""
+
+    @property
+    def max_stable_dt(self) -> float:
+        """The largest stable time step of this model's scheme at its current parameters."""
+        region, rho = self.spectral_bound()
+        limit = self.scheme.stability_limits.get(region, 0.0)
+        rho = float(rho)
+        return math.inf if rho == 0.0 else limit / rho
+
+    def check_state(self, state) -> None:
+        """Raise ``ValueError`` (at trace time) if ``state`` does not match the grid."""
+        fields = state if isinstance(state, tuple) else (state,)
+        expected = self._state_shapes()
+        shapes = tuple(jnp.shape(f) for f in fields)
+        if len(fields) != len(expected) or shapes != expected:
+            hint = " (one field)" if len(expected) == 1 else f" (a tuple of {len(expected)} fields)"
+            batched = len(fields) == len(expected) and all(
+                len(s) > len(e) and s[-len(e):] == e for s, e in zip(shapes, expected)
+            )
+            extra = "; for a batch of states use jax.vmap(model.step)" if batched else ""
+            raise ValueError(
+                f"{type(self).__name__}: state has shape {shapes if len(shapes) > 1 else shapes[0]}, "
+                f"expected {expected if len(expected) > 1 else expected[0]}{hint} from its grid{extra}"
+            )
+
+    def step(self, state):
+        """Advance one unbatched ``state`` by one time step ``dt``."""
+        self.check_state(state)
+        return self.scheme.step(self, state, self.dt)
+
+    def __call__(self, state):
+        return self.step(state)
+
+    def vector_field(self, t, y, args):
+        """``rhs`` in diffrax's signature, e.g. ``diffrax.ODETerm(model.vector_field)``."""
+        del t, args
+        return self.rhs(y)
+
+
+def as_field(name: str, value, grid: AbstractGrid, *, positive=False, nonnegative=False) -> jax.Array:
+    """Broadcast a scalar or array parameter to the grid's shape, checking it when concrete."""
+    arr = jnp.asarray(value, dtype=jnp.result_type(float, jnp.asarray(value).dtype))
+    try:
+        arr = jnp.broadcast_to(arr, grid.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} has shape {arr.shape}, which does not broadcast to the grid's shape {grid.shape}; "
+            "pass a scalar or an array of the grid's shape"
+        ) from None
+    check_field(name, arr, positive=positive, nonnegative=nonnegative)
+    return arr
+
+
+def check_grid(name: str, grid) -> None:
+    if not isinstance(grid, (Grid1D, Grid2D)):
+        raise TypeError(f"{name}: grid must be a Grid1D or Grid2D, got {type(grid).__name__}")
+
+
+def check_time_step(model: AbstractStepper) -> None:
+    """Validate ``dt`` against the scheme's stability limit, when the parameters are concrete."""
+    name = type(model).__name__
+    dt = model.dt
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"{name}: dt must be a finite positive number, got {dt!r}")
+    region, rho = model.spectral_bound()
+    if not is_concrete(rho):
+        return
+    limit = model.scheme.stability_limits.get(region, 0.0)
+    if limit == 0.0:
+        good = sorted(n for n, s in _scheme_names_by_region().items() if region in s)
+        raise ValueError(
+            f"{name}: time scheme {model.scheme.name!r} is unstable or not applicable for this model at "
+            f"any dt (its spatial operator's eigenvalues lie in the {region!r} region); use one of {good}"
+        )
+    dt_max = model.max_stable_dt
+    if dt > dt_max * (1.0 + 1e-12):
+        raise ValueError(
+            f"{name}: dt={dt:.6g} exceeds the stability limit of scheme {model.scheme.name!r} on this grid "
+            f"and these parameters; the largest stable dt is {dt_max:.6g}"
+        )
+
+
+def _scheme_names_by_region() -> dict[str, set[str]]:
+    from ._schemes import _SCHEMES
+
+    return {
+        n: {r for r, lim in cls.stability_limits.items() if lim > 0} for n, cls in _SCHEMES.items()
+    }
