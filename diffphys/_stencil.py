@@ -27,6 +27,12 @@ def _shape_along(axis: int, ndim: int, values) -> jnp.ndarray:
     return jnp.reshape(values, shape)
 
 
+def _side_data(value, axis: int) -> jnp.ndarray:
+    """Boundary data (a scalar, or one value per boundary cell in 2D) shaped to broadcast on a side."""
+    value = jnp.asarray(value)
+    return value if value.ndim == 0 else jnp.expand_dims(value, axis)
+
+
 def _ghosts(condition, mirror, spacing: float, axis: int, distances) -> jnp.ndarray:
     """Ghost values from the mirrored interior cells for one side of one axis.
 
@@ -35,11 +41,11 @@ def _ghosts(condition, mirror, spacing: float, axis: int, distances) -> jnp.ndar
     """
     if isinstance(condition, Dirichlet):
         # Odd reflection about the face value: second-order accurate u = value on the face.
-        return 2.0 * condition.value - mirror
+        return 2.0 * _side_data(condition.value, axis) - mirror
     if isinstance(condition, Neumann):
         # Even reflection plus the prescribed outward slope: (ghost - mirror) / distance = gradient.
         d = _shape_along(axis, mirror.ndim, distances)
-        return mirror + d * (spacing * condition.gradient)
+        return mirror + d * (spacing * _side_data(condition.gradient, axis))
     raise TypeError(f"no ghost-cell rule for boundary condition {condition!r}")
 
 
@@ -64,21 +70,27 @@ def pad(u, grid: AbstractGrid, axis: int, width: int) -> jnp.ndarray:
     return jnp.concatenate([lo, u, hi], axis=axis)
 
 
-def pad_coefficient(c, grid: AbstractGrid, axis: int, width: int = 1) -> jnp.ndarray:
-    """Extend a coefficient field (κ, c², velocity) by ``width`` cells: wrapped if periodic, else constant."""
-    if isinstance(grid.bc[axis][0], Periodic):
-        return jnp.pad(c, _pad_widths(c.ndim, axis, width), mode="wrap")
-    return jnp.pad(c, _pad_widths(c.ndim, axis, width), mode="edge")
+def face_average(c, grid: AbstractGrid, axis: int, *, nonnegative: bool = False) -> jnp.ndarray:
+    """A cell-centred coefficient (κ, c², velocity) on the ``n + 1`` faces of ``axis``.
 
-
-def _pad_widths(ndim: int, axis: int, width: int):
-    return [(width, width) if a == axis else (0, 0) for a in range(ndim)]
-
-
-def face_average(c, grid: AbstractGrid, axis: int) -> jnp.ndarray:
-    """Arithmetic mean of a cell-centred coefficient onto the ``n + 1`` faces of ``axis``."""
-    cp = pad_coefficient(c, grid, axis)
+    Interior faces take the mean of their two cells. Boundary faces of a periodic axis wrap; on
+    other boundaries the coefficient is extrapolated linearly to the face,
+    ``c_face = (3 c_0 - c_1) / 2`` (second order: taking ``c_0`` alone would make a prescribed
+    Neumann flux first-order accurate). For a ``nonnegative`` coefficient the extrapolated ghost
+    value is clipped at 0, which keeps ``c_face >= c_0 / 2``.
+    """
     n = c.shape[axis]
+    if isinstance(grid.bc[axis][0], Periodic):
+        cp = jnp.concatenate(
+            [lax.slice_in_dim(c, n - 1, n, axis=axis), c, lax.slice_in_dim(c, 0, 1, axis=axis)], axis=axis
+        )
+    else:
+        first, second = lax.slice_in_dim(c, 0, 1, axis=axis), lax.slice_in_dim(c, 1, 2, axis=axis)
+        last, before = lax.slice_in_dim(c, n - 1, n, axis=axis), lax.slice_in_dim(c, n - 2, n - 1, axis=axis)
+        lo, hi = 2.0 * first - second, 2.0 * last - before
+        if nonnegative:
+            lo, hi = jnp.maximum(lo, 0.0), jnp.maximum(hi, 0.0)
+        cp = jnp.concatenate([lo, c, hi], axis=axis)
     return 0.5 * (lax.slice_in_dim(cp, 0, n + 1, axis=axis) + lax.slice_in_dim(cp, 1, n + 2, axis=axis))
 
 
@@ -95,7 +107,8 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
       \kappa_{i+1/2}\frac{u_{i+1}-u_i}{h} - \kappa_{i-1/2}\frac{u_i-u_{i-1}}{h}\Big),\qquad
       \kappa_{i+1/2} = \tfrac12(\kappa_i + \kappa_{i+1}).$$
 
-    Fluxes telescope, so with periodic or zero-flux boundaries $\sum_i [\cdot]_i h = 0$ exactly
+    On non-periodic boundaries the face diffusivity is extrapolated from the two cells next to it
+    (see :func:`face_average`). Fluxes telescope, so with periodic or zero-flux boundaries $\sum_i [\cdot]_i h = 0$ exactly
     (conservation to round-off).
 
     **Arguments:** ``u`` and ``kappa``, arrays of shape ``grid.shape``; ``grid``.
@@ -107,7 +120,7 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
         up = pad(u, grid, axis, 1)
         n = u.shape[axis]
         grad = (lax.slice_in_dim(up, 1, n + 2, axis=axis) - lax.slice_in_dim(up, 0, n + 1, axis=axis)) / h
-        out = out + _difference(face_average(kappa, grid, axis) * grad, axis, h)
+        out = out + _difference(face_average(kappa, grid, axis, nonnegative=True) * grad, axis, h)
     return out
 
 
@@ -123,8 +136,10 @@ def _weno5z_face(a, b, c, d, e) -> jnp.ndarray:
     b0 = 13.0 / 12.0 * (a - 2.0 * b + c) ** 2 + 0.25 * (a - 4.0 * b + 3.0 * c) ** 2
     b1 = 13.0 / 12.0 * (b - 2.0 * c + d) ** 2 + 0.25 * (b - d) ** 2
     b2 = 13.0 / 12.0 * (c - 2.0 * d + e) ** 2 + 0.25 * (3.0 * c - 4.0 * d + e) ** 2
-    # eps keeps 0/0 away on constant data while staying a normal float32 number (GPU runs).
-    eps = 1e-30
+    # eps = 1e-6 (Jiang & Shu's value) bounds the weights' sensitivity where the data are nearly
+    # constant (β ≈ 0): much smaller values make the scheme's derivative vary over tiny scales, so
+    # gradients, though exact, stop being informative (and Taylor tests fail). Assumes O(1) data.
+    eps = 1e-6
     tau2 = (b0 - b2) ** 2
     a0 = 0.1 * (1.0 + tau2 / (b0 + eps) ** 2)
     a1 = 0.6 * (1.0 + tau2 / (b1 + eps) ** 2)
@@ -155,7 +170,7 @@ def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind") 
       \frac{F_{i+1/2}-F_{i-1/2}}{h},\qquad
       F_{i+1/2} = v^+_{i+1/2}\,u^L_{i+1/2} + v^-_{i+1/2}\,u^R_{i+1/2},$$
 
-    with face velocity $v_{i+1/2} = \tfrac12(v_i+v_{i+1})$, $v^\pm$ its positive/negative parts,
+    with face velocity $v_{i+1/2} = \tfrac12(v_i+v_{i+1})$ (extrapolated on non-periodic boundaries), $v^\pm$ its positive/negative parts,
     and $u^{L,R}$ the face values reconstructed from the left/right: first-order upwind
     (``"upwind"``) or fifth-order WENO-Z (``"weno5"``).
 

@@ -11,8 +11,10 @@ cells (see :func:`diffphys._stencil.pad`):
   (zero flux by default). For a diffusion operator ``∇·(κ∇u)`` the flux leaving the domain is
   ``κ·gradient``.
 
-Boundary values may be Python floats (constants) or JAX scalars (then they are differentiable
-leaves of the model, e.g. to infer an inflow value or a boundary heat flux).
+Boundary data may be Python floats (constants) or JAX arrays (then they are differentiable leaves
+of the model, e.g. to infer an inflow value or a boundary heat flux). On a 2D grid the data of a
+side may also vary along it: an array with one value per boundary cell (shape ``(ny,)`` on the
+x-sides, ``(nx,)`` on the y-sides). Boundary data are constant in time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+
+from jaxtyping import ArrayLike, Float
 
 from ._types import Scalar
 from ._validate import check_field
@@ -49,7 +53,7 @@ class Periodic(AbstractBoundaryCondition):
 class Dirichlet(AbstractBoundaryCondition):
     r"""Prescribed value on the boundary face: $u|_{\partial\Omega} = \text{value}$."""
 
-    value: Scalar = 0.0
+    value: Scalar | Float[ArrayLike, " side"] = 0.0
 
 
 class Neumann(AbstractBoundaryCondition):
@@ -58,7 +62,7 @@ class Neumann(AbstractBoundaryCondition):
     The default ``gradient=0`` is a zero-flux (insulated, reflecting) boundary.
     """
 
-    gradient: Scalar = 0.0
+    gradient: Scalar | Float[ArrayLike, " side"] = 0.0
 
 
 _BC_BY_NAME = {"periodic": Periodic, "dirichlet": Dirichlet, "neumann": Neumann}
@@ -101,6 +105,20 @@ def _axis_conditions(spec, axis_name: str) -> tuple[AbstractBoundaryCondition, A
     return low, high
 
 
+def _check_side_data(pair, side_shape: tuple[int, ...], axis_name: str) -> None:
+    """Boundary data must be a scalar or, in 2D, have one value per cell along the side."""
+    for side in pair:
+        for field_name in ("value", "gradient"):
+            if hasattr(side, field_name):
+                shape = jnp.shape(getattr(side, field_name))
+                if shape not in ((), side_shape):
+                    valid = "a scalar" + (f" or an array of shape {side_shape}" if side_shape else "")
+                    raise ValueError(
+                        f"axis {axis_name}: {type(side).__name__}.{field_name} has shape {shape}; "
+                        f"it must be {valid}"
+                    )
+
+
 def _check_size(n, length, name: str) -> None:
     if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool)) or n < 2:
         raise ValueError(f"{name}: the number of cells must be an integer >= 2, got {n!r}")
@@ -128,6 +146,7 @@ class Grid1D(eqx.Module):
         self.n = int(n)
         self.length = float(length)
         self.bc = (_axis_conditions(bc, "x"),)
+        _check_side_data(self.bc[0], (), "x")
 
     @property
     def ndim(self) -> int:
@@ -193,6 +212,8 @@ class Grid2D(eqx.Module):
         if not (isinstance(bc, Sequence) and len(bc) == 2):
             raise ValueError(f"Grid2D: bc must be one condition or a pair (bc_x, bc_y), got {bc!r}")
         self.bc = (_axis_conditions(bc[0], "x"), _axis_conditions(bc[1], "y"))
+        _check_side_data(self.bc[0], (self.ny,), "x")
+        _check_side_data(self.bc[1], (self.nx,), "y")
 
     @property
     def ndim(self) -> int:

@@ -9,7 +9,7 @@ from jaxtyping import Array, Float
 from .._stencil import ADVECTION_SCHEMES, div_flux_advective
 from .._validate import check_field
 from ..grid import AbstractGrid
-from ._base import AbstractStepper, as_field, check_grid, check_time_step
+from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ._schemes import AbstractScheme, time_scheme
 
 __all__ = ["Advection"]
@@ -37,7 +37,8 @@ class Advection(AbstractStepper):
     - ``grid``: a :class:`~diffphys.Grid1D` or :class:`~diffphys.Grid2D`.
     - ``velocity``: in 1D a scalar or an array of shape ``(n,)``; in 2D a pair ``(vx, vy)`` of
       scalars/arrays of the grid's shape, or one array of shape ``(2, nx, ny)``.
-    - ``dt``: time step (checked against the CFL limit).
+    - ``dt``: time step, checked against the CFL limit (the error gives the largest stable dt);
+      ``None`` (default) takes 0.9 of the largest stable dt.
     - ``reconstruction``: ``"weno5"`` (default) or ``"upwind"``.
     - ``scheme``: ``"euler"``, ``"ssprk3"`` (default), ``"rk4"`` or an ``AbstractScheme``.
     """
@@ -48,7 +49,7 @@ class Advection(AbstractStepper):
     reconstruction: str = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
 
-    def __init__(self, grid: AbstractGrid, velocity, *, dt: float, reconstruction="weno5", scheme="ssprk3"):
+    def __init__(self, grid: AbstractGrid, velocity, *, dt: float | None = None, reconstruction="weno5", scheme="ssprk3"):
         check_grid("Advection", grid)
         if reconstruction not in ADVECTION_SCHEMES:
             raise ValueError(
@@ -56,10 +57,9 @@ class Advection(AbstractStepper):
             )
         self.grid = grid
         self.velocity = _velocity_field(velocity, grid)
-        self.dt = dt
         self.reconstruction = reconstruction
         self.scheme = time_scheme(scheme)
-        check_time_step(self)
+        self.dt = resolve_time_step(self, dt)
 
     def rhs(self, u):
         return -div_flux_advective(u, self.velocity, self.grid, self.reconstruction)

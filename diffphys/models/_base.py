@@ -101,28 +101,37 @@ def check_grid(name: str, grid) -> None:
         raise TypeError(f"{name}: grid must be a Grid1D or Grid2D, got {type(grid).__name__}")
 
 
-def check_time_step(model: AbstractStepper) -> None:
-    """Validate ``dt`` against the scheme's stability limit, when the parameters are concrete."""
+DEFAULT_SAFETY = 0.9
+
+
+def resolve_time_step(model: AbstractStepper, dt: float | None) -> float:
+    """Validate ``dt`` against the scheme's stability limit (when the parameters are concrete).
+
+    ``dt=None`` picks ``0.9 x`` the largest stable step; the model's ``dt`` field shows the value.
+    """
     name = type(model).__name__
-    dt = model.dt
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
-        raise ValueError(f"{name}: dt must be a finite positive number, got {dt!r}")
     region, rho = model.spectral_bound()
-    if not is_concrete(rho):
-        return
-    limit = model.scheme.stability_limits.get(region, 0.0)
-    if limit == 0.0:
+    concrete = is_concrete(rho)
+    if concrete and model.scheme.stability_limits.get(region, 0.0) == 0.0:
         good = sorted(n for n, s in _scheme_names_by_region().items() if region in s)
         raise ValueError(
             f"{name}: time scheme {model.scheme.name!r} is unstable or not applicable for this model at "
             f"any dt (its spatial operator's eigenvalues lie in the {region!r} region); use one of {good}"
         )
-    dt_max = model.max_stable_dt
-    if dt > dt_max * (1.0 + 1e-12):
-        raise ValueError(
-            f"{name}: dt={dt:.6g} exceeds the stability limit of scheme {model.scheme.name!r} on this grid "
-            f"and these parameters; the largest stable dt is {dt_max:.6g}"
-        )
+    if dt is None:
+        if not concrete:
+            raise ValueError(f"{name}: pass dt explicitly when the parameters are traced (inside jit/vmap/grad)")
+        return DEFAULT_SAFETY * model.max_stable_dt
+    if isinstance(dt, bool) or not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"{name}: dt must be a finite positive number (or None for a stable default), got {dt!r}")
+    if concrete:
+        dt_max = model.max_stable_dt
+        if dt > dt_max * (1.0 + 1e-12):
+            raise ValueError(
+                f"{name}: dt={dt:.6g} exceeds the stability limit of scheme {model.scheme.name!r} on this grid "
+                f"and these parameters; the largest stable dt is {dt_max:.6g}"
+            )
+    return float(dt)
 
 
 def _scheme_names_by_region() -> dict[str, set[str]]:

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from .._stencil import div_kappa_grad
 from ..grid import AbstractGrid
-from ._base import AbstractStepper, as_field, check_grid, check_time_step
+from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ._schemes import AbstractScheme, time_scheme
 
 __all__ = ["Heat"]
@@ -27,7 +27,8 @@ class Heat(AbstractStepper):
 
     - ``grid``: a :class:`~diffphys.Grid1D` or :class:`~diffphys.Grid2D` with its boundary conditions.
     - ``kappa``: diffusivity κ(x) >= 0, a scalar or an array of the grid's shape.
-    - ``dt``: time step (checked against the stability limit; the message gives the largest stable dt).
+    - ``dt``: time step, checked against the stability limit (the error gives the largest stable dt);
+      ``None`` (default) takes 0.9 of the largest stable dt.
     - ``source``: f(x), a scalar or an array of the grid's shape (default 0).
     - ``scheme``: ``"euler"``, ``"ssprk3"``, ``"rk4"`` (default) or an ``AbstractScheme``.
 
@@ -40,14 +41,13 @@ class Heat(AbstractStepper):
     dt: float = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
 
-    def __init__(self, grid: AbstractGrid, kappa, *, dt: float, source=0.0, scheme="rk4"):
+    def __init__(self, grid: AbstractGrid, kappa, *, dt: float | None = None, source=0.0, scheme="rk4"):
         check_grid("Heat", grid)
         self.grid = grid
         self.kappa = as_field("Heat: kappa (diffusivity)", kappa, grid, nonnegative=True)
         self.source = as_field("Heat: source", source, grid)
-        self.dt = dt
         self.scheme = time_scheme(scheme)
-        check_time_step(self)
+        self.dt = resolve_time_step(self, dt)
 
     def rhs(self, u):
         return div_kappa_grad(u, self.kappa, self.grid) + self.source

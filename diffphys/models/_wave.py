@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 
 from .._stencil import div_kappa_grad
 from ..grid import AbstractGrid
-from ._base import AbstractStepper, as_field, check_grid, check_time_step
+from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ._schemes import AbstractScheme, time_scheme
 
 __all__ = ["Wave"]
@@ -29,7 +29,8 @@ class Wave(AbstractStepper):
 
     - ``grid``: a :class:`~diffphys.Grid1D` or :class:`~diffphys.Grid2D`.
     - ``speed``: wave speed c(x) > 0, a scalar or an array of the grid's shape.
-    - ``dt``: time step (checked against the CFL limit).
+    - ``dt``: time step, checked against the CFL limit (the error gives the largest stable dt);
+      ``None`` (default) takes 0.9 of the largest stable dt.
     - ``source``: f(x), a scalar or an array of the grid's shape (default 0).
     - ``scheme``: ``"leapfrog"`` (default), ``"ssprk3"``, ``"rk4"`` or an ``AbstractScheme``.
     """
@@ -40,14 +41,13 @@ class Wave(AbstractStepper):
     dt: float = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
 
-    def __init__(self, grid: AbstractGrid, speed, *, dt: float, source=0.0, scheme="leapfrog"):
+    def __init__(self, grid: AbstractGrid, speed, *, dt: float | None = None, source=0.0, scheme="leapfrog"):
         check_grid("Wave", grid)
         self.grid = grid
         self.speed = as_field("Wave: speed (wave speed c)", speed, grid, positive=True)
         self.source = as_field("Wave: source", source, grid)
-        self.dt = dt
         self.scheme = time_scheme(scheme)
-        check_time_step(self)
+        self.dt = resolve_time_step(self, dt)
 
     def acceleration(self, u):
         r"""$a(u) = \nabla\cdot(c^2\nabla u) + f$."""
