@@ -6,6 +6,7 @@ floating-point array leaves of the input are perturbed, the rest is held fixed.
 * :func:`dot_product_test` compares $\langle J\,\delta x, \delta y\rangle$ with
   $\langle \delta x, J^\top \delta y\rangle$, where $J$ is the Jacobian of the function: the
   tangent-linear (``jvp``) and adjoint (``vjp``) models must be exact transposes of each other.
+* :func:`adjoint_test` does the same for a hand-written linear map and its transpose.
 * :func:`taylor_test` checks a gradient against the function itself:
   $r(\varepsilon) = |J(m+\varepsilon h) - J(m) - \varepsilon\langle\nabla J(m), h\rangle| = O(\varepsilon^2)$,
   so halving ε divides the residual by 4 (observed rate 2); a wrong gradient gives rate 1.
@@ -29,7 +30,7 @@ import numpy as np
 
 from ._types import PyTree
 
-__all__ = ["DotProductResult", "TaylorResult", "dot_product_test", "taylor_test"]
+__all__ = ["DotProductResult", "TaylorResult", "adjoint_test", "dot_product_test", "taylor_test"]
 
 
 def _inner(a: PyTree, b: PyTree) -> jax.Array:
@@ -38,12 +39,16 @@ def _inner(a: PyTree, b: PyTree) -> jax.Array:
     return jnp.real(sum(leaves, jnp.zeros(())))
 
 
+def _shape(x) -> tuple[int, ...]:
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
 def _random_like(key: jax.Array, tree: PyTree) -> PyTree:
     """Standard normal pytree with the structure, shapes and dtypes of ``tree``'s array leaves."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, max(len(leaves), 1))
     return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)]
+        treedef, [jax.random.normal(k, _shape(x), x.dtype) for k, x in zip(keys, leaves)]
     )
 
 
@@ -57,8 +62,8 @@ def _differentiable_part(fn: Callable, x: PyTree):
 
 def _check_like(name: str, given: PyTree, reference: PyTree) -> None:
     s1, s2 = jax.tree_util.tree_structure(given), jax.tree_util.tree_structure(reference)
-    shapes1 = [jnp.shape(x) for x in jax.tree_util.tree_leaves(given)]
-    shapes2 = [jnp.shape(x) for x in jax.tree_util.tree_leaves(reference)]
+    shapes1 = [_shape(x) for x in jax.tree_util.tree_leaves(given)]
+    shapes2 = [_shape(x) for x in jax.tree_util.tree_leaves(reference)]
     if s1 != s2 or shapes1 != shapes2:
         raise ValueError(f"{name} must have the structure and shapes {shapes2} of its reference, got {shapes1}")
 
@@ -87,6 +92,9 @@ def dot_product_test(
 ) -> DotProductResult:
     r"""Dot-product (adjoint) test of ``fn`` at ``x``: $\langle J\,dx, dy\rangle = \langle dx, J^\top dy\rangle$.
 
+    $J\,dx$ comes from forward mode (``jax.jvp``) and $J^\top dy$ from reverse mode (``jax.vjp``),
+    so custom derivative rules must support both (use :func:`adjoint_test` for a hand-written pair).
+
     **Arguments:**
 
     - ``fn``: a function of pytrees (e.g. ``model.step``, or ``lambda m: m.step(u)`` for a model's
@@ -97,28 +105,50 @@ def dot_product_test(
 
     **Returns:** a :class:`DotProductResult`.
     """
-    key = jax.random.key(0) if key is None else key
     f, x0 = _differentiable_part(fn, x)
-    y = jax.eval_shape(f, x0)
+    dx = None if dx is None else eqx.filter(dx, eqx.is_inexact_array)
+    tangent = eqx.filter_jit(lambda d: jax.jvp(f, (x0,), (d,))[1])
+    vjp = eqx.filter_jit(lambda c: jax.vjp(f, x0)[1](c)[0])
+    return adjoint_test(tangent, vjp, x0, jax.eval_shape(f, x0), key=key, dx=dx, dy=dy)
+
+
+def adjoint_test(
+    apply: Callable[[PyTree], PyTree],
+    transpose: Callable[[PyTree], PyTree],
+    x_like: PyTree,
+    y_like: PyTree,
+    *,
+    key: jax.Array | None = None,
+    dx: PyTree | None = None,
+    dy: PyTree | None = None,
+) -> DotProductResult:
+    r"""Check that ``transpose`` is the adjoint of the linear map ``apply``: $\langle A\,dx, dy\rangle = \langle dx, A^\top dy\rangle$.
+
+    For hand-written pairs (an observation operator and its transpose, a covariance square root,
+    a custom adjoint).
+
+    **Arguments:**
+
+    - ``apply``, ``transpose``: the linear map and its claimed transpose.
+    - ``x_like``, ``y_like``: pytrees (or ``jax.ShapeDtypeStruct`` trees) with the input and output
+      structure, shapes and dtypes.
+    - ``key``, ``dx``, ``dy``: as in :func:`dot_product_test`.
+
+    **Returns:** a :class:`DotProductResult`.
+    """
+    key = jax.random.key(0) if key is None else key
     k1, k2 = jax.random.split(key)
-    dx = _random_like(k1, x0) if dx is None else eqx.filter(dx, eqx.is_inexact_array)
-    dy = _random_like(k2, y) if dy is None else dy
-    _check_like("dx", dx, x0)
-    _check_like("dy", dy, y)
-    jdx, jtdy = _tangent_and_adjoint(f, x0, dx, dy)
+    dx = _random_like(k1, x_like) if dx is None else dx
+    dy = _random_like(k2, y_like) if dy is None else dy
+    _check_like("dx", dx, x_like)
+    _check_like("dy", dy, y_like)
+    jdx, jtdy = apply(dx), transpose(dy)
+    _check_like("apply(dx)", jdx, y_like)
+    _check_like("transpose(dy)", jtdy, x_like)
     forward = float(_inner(jdx, dy))
     adjoint = float(_inner(dx, jtdy))
     scale = max(abs(forward), abs(adjoint), np.finfo(np.float64).tiny)
     return DotProductResult(forward, adjoint, abs(forward - adjoint) / scale)
-
-
-@eqx.filter_jit
-def _tangent_and_adjoint(f, x0, dx, dy):
-    """``J dx`` (forward mode) and ``Jᵀ dy`` (reverse mode) in one compiled call."""
-    _, jdx = jax.jvp(f, (x0,), (dx,))
-    _, vjp = jax.vjp(f, x0)
-    (jtdy,) = vjp(dy)
-    return jdx, jtdy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +206,11 @@ def taylor_test(
     else:
         h = eqx.filter(h, eqx.is_inexact_array)
         _check_like("h", h, m0)
+    out = jax.eval_shape(f, m0)
+    if not (hasattr(out, "shape") and out.shape == ()):
+        raise ValueError(f"taylor_test: fn must return a scalar, got {getattr(out, 'shape', type(out).__name__)}")
     f_jit = jax.jit(f)
     j0, grad = jax.jit(jax.value_and_grad(f))(m0)
-    if jnp.shape(j0) != ():
-        raise ValueError(f"taylor_test: fn must return a scalar, got shape {jnp.shape(j0)}")
     slope = float(_inner(grad, h))
     j0 = float(j0)
     eps = eps0 * 0.5 ** np.arange(n)
