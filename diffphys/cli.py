@@ -1,0 +1,79 @@
+"""The ``diffphys`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="diffphys", description="Differentiable PDE time steppers and data assimilation in JAX."
+    )
+    parser.add_argument("--version", action="version", version=f"diffphys {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="simulate 1D heat, differentiate a misfit w.r.t. the diffusivity field, verify and plot",
+        description="Simulate 1D heat with a varying diffusivity, differentiate a misfit with respect to "
+        "the diffusivity field, verify the gradient (Taylor and dot-product tests), and write "
+        "demo.png, trajectory.nc and summary.json.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("diffphys-demo"), help="output folder (default: %(default)s)")
+    demo.add_argument("--cells", type=_positive_int, default=128, help="grid cells (default: %(default)s)")
+    demo.add_argument("--steps", type=_positive_int, default=2000, help="time steps (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diffphys`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "demo":
+            return _demo(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"diffphys {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _demo(args) -> int:
+    import jax
+
+    # Gradient verification needs float64: in float32 the Taylor residuals hit round-off early.
+    jax.config.update("jax_enable_x64", True)
+    from ._demo import run_demo
+
+    if args.cells < 8:
+        raise ValueError(f"--cells must be at least 8 for the demo, got {args.cells}")
+    print(f"diffphys demo: 1D heat, {args.cells} cells, {args.steps} steps -> {args.out}/", flush=True)
+    summary = run_demo(args.out, n_cells=args.cells, n_steps=args.steps)
+    print(f"  misfit J at the first guess   {summary['misfit_at_first_guess']:.4e}")
+    print(f"  |dJ/dκ|                       {summary['gradient_norm']:.4e}")
+    print(f"  Taylor test rates (expect 2)  {', '.join(f'{r:.2f}' for r in summary['taylor_rates'])}")
+    print(f"  dot-product test rel. error   {summary['dot_product_relative_error']:.1e}")
+    print(f"  wrote {', '.join(summary['outputs'])} in {summary['wall_time_s']:.1f} s ({summary['backend']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
