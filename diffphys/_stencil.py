@@ -94,10 +94,17 @@ def face_average(c, grid: AbstractGrid, axis: int, *, nonnegative: bool = False)
     return 0.5 * (lax.slice_in_dim(cp, 0, n + 1, axis=axis) + lax.slice_in_dim(cp, 1, n + 2, axis=axis))
 
 
-def _difference(faces, axis: int, spacing: float) -> jnp.ndarray:
-    """Divergence of face values along one axis: ``(F_{i+1/2} - F_{i-1/2}) / h``."""
-    m = faces.shape[axis]
-    return (lax.slice_in_dim(faces, 1, m, axis=axis) - lax.slice_in_dim(faces, 0, m - 1, axis=axis)) / spacing
+def _neighbours(u, grid: AbstractGrid, axis: int):
+    """``(u_{i-1}, u_{i+1})`` along ``axis`` for every cell, ghost cells at the ends."""
+    up = pad(u, grid, axis, 1)
+    n = u.shape[axis]
+    return lax.slice_in_dim(up, 0, n, axis=axis), lax.slice_in_dim(up, 2, n + 2, axis=axis)
+
+
+def _low_high(faces, axis: int):
+    """Face values on each cell's low and high side: ``(F_{i-1/2}, F_{i+1/2})``, each of cell shape."""
+    n = faces.shape[axis] - 1
+    return lax.slice_in_dim(faces, 0, n, axis=axis), lax.slice_in_dim(faces, 1, n + 1, axis=axis)
 
 
 def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
@@ -108,8 +115,12 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
       \kappa_{i+1/2} = \tfrac12(\kappa_i + \kappa_{i+1}).$$
 
     On non-periodic boundaries the face diffusivity is extrapolated from the two cells next to it
-    (see :func:`face_average`). Fluxes telescope, so with periodic or zero-flux boundaries $\sum_i [\cdot]_i h = 0$ exactly
-    (conservation to round-off).
+    (see :func:`face_average`). A face's flux is computed with the same operands in both cells it
+    separates, so fluxes telescope: with periodic or zero-flux boundaries $\sum_i [\cdot]_i h = 0$
+    to round-off (conservation).
+
+    All intermediate arrays have the cell shape (no ``n + 1`` face arrays inside the step), which
+    lets XLA fuse the whole operator into one loop (as fast as a hand-written ``jnp.roll`` stencil).
 
     **Arguments:** ``u`` and ``kappa``, arrays of shape ``grid.shape``; ``grid``.
 
@@ -117,10 +128,9 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
     """
     out = jnp.zeros_like(u)
     for axis, h in enumerate(grid.spacing):
-        up = pad(u, grid, axis, 1)
-        n = u.shape[axis]
-        grad = (lax.slice_in_dim(up, 1, n + 2, axis=axis) - lax.slice_in_dim(up, 0, n + 1, axis=axis)) / h
-        out = out + _difference(face_average(kappa, grid, axis, nonnegative=True) * grad, axis, h)
+        prev, nxt = _neighbours(u, grid, axis)
+        k_low, k_high = _low_high(face_average(kappa, grid, axis, nonnegative=True), axis)
+        out = out + (k_high * (nxt - u) - k_low * (u - prev)) / h**2
     return out
 
 
@@ -148,11 +158,8 @@ def _weno5z_face(a, b, c, d, e) -> jnp.ndarray:
 
 
 def _face_states(u, grid: AbstractGrid, axis: int, scheme: str):
-    """Upwind-side (left) and downwind-side (right) reconstructions of ``u`` on the faces of ``axis``."""
+    """Left- and right-biased reconstructions of ``u`` on the ``n + 1`` faces of ``axis`` (WENO)."""
     n = u.shape[axis]
-    if scheme == "upwind":
-        up = pad(u, grid, axis, 1)
-        return lax.slice_in_dim(up, 0, n + 1, axis=axis), lax.slice_in_dim(up, 1, n + 2, axis=axis)
     if scheme == "weno5":
         up = pad(u, grid, axis, 3)
         s = [lax.slice_in_dim(up, k, k + n + 1, axis=axis) for k in range(6)]
@@ -181,8 +188,16 @@ def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind") 
     """
     out = jnp.zeros_like(u)
     for axis, h in enumerate(grid.spacing):
-        left, right = _face_states(u, grid, axis, scheme)
         v = face_average(velocity[axis], grid, axis)
-        flux = jnp.maximum(v, 0.0) * left + jnp.minimum(v, 0.0) * right
-        out = out + _difference(flux, axis, h)
+        if scheme == "upwind":
+            # Cell-shaped form (see div_kappa_grad): each face flux from the same operands twice.
+            prev, nxt = _neighbours(u, grid, axis)
+            v_low, v_high = _low_high(v, axis)
+            high = jnp.maximum(v_high, 0.0) * u + jnp.minimum(v_high, 0.0) * nxt
+            low = jnp.maximum(v_low, 0.0) * prev + jnp.minimum(v_low, 0.0) * u
+            out = out + (high - low) / h
+        else:
+            left, right = _face_states(u, grid, axis, scheme)
+            low, high = _low_high(jnp.maximum(v, 0.0) * left + jnp.minimum(v, 0.0) * right, axis)
+            out = out + (high - low) / h
     return out

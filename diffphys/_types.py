@@ -2,13 +2,10 @@
 
 from typing import Any, Union
 
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import ArrayLike, Float
 
 Scalar = Union[float, Float[ArrayLike, ""]]
 """A real scalar: a Python float or a 0-d array (differentiable when it is a JAX array)."""
-
-Field = Float[Array, "*grid"]
-"""A scalar field on a grid, shape ``grid.shape``."""
 
 PyTree = Any
 """A state: one array (heat, advection) or a tuple of arrays (wave: ``(u, du/dt)``)."""

@@ -98,7 +98,7 @@ def test_state_shape_mismatch_is_rejected(model, state, match):
 
 def test_non_finite_state_during_rollout_is_reported_with_its_step():
     # A NaN in the source enters the state at the first step; the rollout names the first bad save.
-    model = eqx.tree_at(lambda m: m.source, dp.Heat(GRID, 1.0), jnp.zeros(16).at[4].set(jnp.nan))
+    model = eqx.tree_at(lambda m: m.source, dp.Heat(GRID, 1.0, source=jnp.zeros(16)), jnp.zeros(16).at[4].set(jnp.nan))
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"non-finite \(NaN or inf\) by step 10 \(it was finite at step 0\)"):
         dp.rollout(model, jnp.ones(16), 30, save_every=10)
     traj = dp.rollout(model, jnp.ones(16), 30, save_every=10, check_finite=False)

@@ -29,7 +29,8 @@ class Heat(AbstractStepper):
     - ``kappa``: diffusivity κ(x) >= 0, a scalar or an array of the grid's shape.
     - ``dt``: time step, checked against the stability limit (the error gives the largest stable dt);
       ``None`` (default) takes 0.9 of the largest stable dt.
-    - ``source``: f(x), a scalar or an array of the grid's shape (default 0).
+    - ``source``: f(x), a scalar or an array of the grid's shape; ``None`` (default) for no source
+      term (pass an array, even zeros, to differentiate with respect to the source).
     - ``scheme``: ``"euler"``, ``"ssprk3"``, ``"rk4"`` (default) or an ``AbstractScheme``.
 
     The state is one array of shape ``grid.shape``.
@@ -37,20 +38,21 @@ class Heat(AbstractStepper):
 
     grid: AbstractGrid
     kappa: Float[Array, "*grid"]
-    source: Float[Array, "*grid"]
+    source: Float[Array, "*grid"] | None
     dt: float = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
 
-    def __init__(self, grid: AbstractGrid, kappa, *, dt: float | None = None, source=0.0, scheme="rk4"):
+    def __init__(self, grid: AbstractGrid, kappa, *, dt: float | None = None, source=None, scheme="rk4"):
         check_grid("Heat", grid)
         self.grid = grid
         self.kappa = as_field("Heat: kappa (diffusivity)", kappa, grid, nonnegative=True)
-        self.source = as_field("Heat: source", source, grid)
+        self.source = None if source is None else as_field("Heat: source", source, grid)
         self.scheme = time_scheme(scheme)
         self.dt = resolve_time_step(self, dt)
 
     def rhs(self, u):
-        return div_kappa_grad(u, self.kappa, self.grid) + self.source
+        du = div_kappa_grad(u, self.kappa, self.grid)
+        return du if self.source is None else du + self.source
 
     def spectral_bound(self):
         kmax = jnp.max(self.kappa)

@@ -31,27 +31,29 @@ class Wave(AbstractStepper):
     - ``speed``: wave speed c(x) > 0, a scalar or an array of the grid's shape.
     - ``dt``: time step, checked against the CFL limit (the error gives the largest stable dt);
       ``None`` (default) takes 0.9 of the largest stable dt.
-    - ``source``: f(x), a scalar or an array of the grid's shape (default 0).
+    - ``source``: f(x), a scalar or an array of the grid's shape; ``None`` (default) for no source
+      term (pass an array, even zeros, to differentiate with respect to the source).
     - ``scheme``: ``"leapfrog"`` (default), ``"ssprk3"``, ``"rk4"`` or an ``AbstractScheme``.
     """
 
     grid: AbstractGrid
     speed: Float[Array, "*grid"]
-    source: Float[Array, "*grid"]
+    source: Float[Array, "*grid"] | None
     dt: float = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
 
-    def __init__(self, grid: AbstractGrid, speed, *, dt: float | None = None, source=0.0, scheme="leapfrog"):
+    def __init__(self, grid: AbstractGrid, speed, *, dt: float | None = None, source=None, scheme="leapfrog"):
         check_grid("Wave", grid)
         self.grid = grid
         self.speed = as_field("Wave: speed (wave speed c)", speed, grid, positive=True)
-        self.source = as_field("Wave: source", source, grid)
+        self.source = None if source is None else as_field("Wave: source", source, grid)
         self.scheme = time_scheme(scheme)
         self.dt = resolve_time_step(self, dt)
 
     def acceleration(self, u):
         r"""$a(u) = \nabla\cdot(c^2\nabla u) + f$."""
-        return div_kappa_grad(u, self.speed**2, self.grid) + self.source
+        a = div_kappa_grad(u, self.speed**2, self.grid)
+        return a if self.source is None else a + self.source
 
     def rhs(self, state):
         u, v = state
