@@ -12,7 +12,8 @@ in the same run (see ``/work/shared/DESIGN.md``, "Performance practice"):
 
 * **fused**: the same numerics written by hand -- ``jnp.roll`` stencils in one ``lax.fori_loop``,
   face coefficients computed once before the loop, jitted. It is the yardstick of what the hardware
-  and XLA can do for this stencil; diffphys should reach a large fraction of it.
+  and XLA make of this stencil written plainly; diffphys should reach a large fraction of it. It is
+  not a strict upper bound: XLA fuses different formulations of the same arithmetic differently.
 * **numpy**: the same numerics (the very same stencil function, called with ``numpy`` instead of
   ``jax.numpy``) in a Python loop. It is timed over fewer steps and scaled to ``n_steps``.
 * **exponax**: ``exponax.stepper.Diffusion`` / ``exponax.stepper.Advection`` (if importable). These
@@ -32,7 +33,10 @@ Timing method: each jitted function is lowered and compiled once (compile time a
 analysis are recorded), called once to warm up, then the implementations of one configuration are
 timed round-robin (so slow drifts of the machine affect them alike) with ``block_until_ready``; the
 median over the repeats is reported. Ratios are throughput ratios ``diffphys / reference`` (> 1:
-diffphys is faster).
+diffphys is faster); for gradients also ``time(fused gradient) / time(diffphys gradient)``, since
+grad/forward alone rises when the forward pass gets faster. Gradients store every step's residuals (no checkpointing), except where XLA's
+memory analysis says that would take more than half the free memory (WENO5 on the large grids on a
+small machine): those are timed with ``rollout(..., checkpoint_every=~sqrt(n_steps))`` and marked.
 
 Usage::
 
@@ -212,13 +216,13 @@ def numpy_rollout(kind: str, field, u0, spacing, dt: float, n_steps: int):
 # The functions timed: forward and gradient of each implementation
 # --------------------------------------------------------------------------------------------
 
-def diffphys_forward(n_steps):
-    return lambda model, u0: diffphys.rollout(model, u0, n_steps, check_finite=True)[-1]
+def diffphys_forward(n_steps, checkpoint_every=None):
+    return lambda model, u0: diffphys.rollout(model, u0, n_steps, checkpoint_every=checkpoint_every,
+                                              check_finite=True)[-1]
 
 
 def fused_forward(case: Case, model):
-    run = fused_rollout(case.model, model.grid.spacing, model.dt, case.n_steps)
-    return lambda field, u0: run(field, u0)
+    return fused_rollout(case.model, model.grid.spacing, model.dt, case.n_steps)
 
 
 def exponax_stepper(case: Case, model):
@@ -264,10 +268,34 @@ class Compiled:
         return self._exe(self._dynamic)
 
 
+def memory_budget_bytes() -> int | None:
+    """Half the memory the device can give (GPU: its allocator limit; CPU: the host's available RAM).
+
+    A reverse-mode rollout keeps every step's residuals; for nonlinear schemes on big grids that
+    can exceed the machine, so such gradients are compiled, measured by XLA's memory analysis and
+    only run when they fit (otherwise with checkpointing, see :func:`run_case`).
+    """
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 -- optional runtime information; backends differ in what they raise
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(0.5 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+    try:
+        return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _needed_bytes(compiled: Compiled) -> int:
+    m = compiled.memory or {}
+    return sum(m.get(k, 0) for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes"))
+
+
 def _memory_analysis(exe) -> dict | None:
     try:
         m = exe.memory_analysis()
-    except Exception:  # not every backend implements it
+    except Exception:  # noqa: BLE001 -- not every backend implements it
         return None
     if m is None:
         return None
@@ -275,15 +303,26 @@ def _memory_analysis(exe) -> dict | None:
     return {n: int(getattr(m, n)) for n in names if hasattr(m, n)}
 
 
-def time_round_robin(fns: dict[str, Callable[[], object]], min_repeats: int, max_repeats: int,
-                     min_total_s: float) -> dict[str, dict]:
-    """Median wall time of each (compiled) function, timed in turn until enough time has passed."""
+def time_round_robin(fns: dict[str, Callable[[], object]], *, min_repeats: int, max_repeats: int,
+                     min_total_s: float, max_total_s: float) -> dict[str, dict]:
+    """Median wall time of each (compiled) function, timed in turn.
+
+    At least 3 rounds; then up to ``min_repeats`` rounds unless ``max_total_s`` has passed (slow
+    cases); then more rounds, up to ``max_repeats``, until ``min_total_s`` has passed (fast cases,
+    whose single timings are noisy).
+    """
     for f in fns.values():  # warm-up
         jax.block_until_ready(f())
     times: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     repeats = 0
-    while repeats < min_repeats or (repeats < max_repeats and time.perf_counter() - start < min_total_s):
+
+    def more() -> bool:
+        elapsed = time.perf_counter() - start
+        return (repeats < min(3, min_repeats) or (repeats < min_repeats and elapsed < max_total_s)
+                or (repeats < max_repeats and elapsed < min_total_s))
+
+    while more():
         for name, f in fns.items():
             t0 = time.perf_counter()
             jax.block_until_ready(f())
@@ -345,15 +384,25 @@ def agreement_checks(tol: float) -> list[dict]:
 # One configuration
 # --------------------------------------------------------------------------------------------
 
-def run_case(case: Case, timing: dict) -> dict:
+def run_case(case: Case, timing: dict, budget: int | None) -> dict:
     grid = make_grid(case.shape)
     model, u0 = make_model(case, grid), initial_state(grid)
     work = case.n_cells * case.n_steps
 
-    fns, compiled = {}, {}
+    compiled = {}
     dp_fwd = diffphys_forward(case.n_steps)
     compiled["diffphys"] = Compiled(dp_fwd, model, u0)
     compiled["diffphys_grad"] = Compiled(gradient_of(dp_fwd), u0, model)
+    # Storing all residuals may not fit (WENO5 keeps hundreds of states per step): then time the
+    # gradient with checkpointing in blocks of ~sqrt(n_steps), and record the memory it would need.
+    checkpoint_every, full_grad_bytes = None, _needed_bytes(compiled["diffphys_grad"])
+    if budget is not None and full_grad_bytes > budget:
+        checkpoint_every = max(1, round(math.sqrt(case.n_steps)))
+        compiled["diffphys_grad"] = Compiled(gradient_of(diffphys_forward(case.n_steps, checkpoint_every)),
+                                             u0, model)
+        if _needed_bytes(compiled["diffphys_grad"]) > budget:
+            raise MemoryError(f"{case.label} {case.shape}: the gradient needs more than {budget} bytes even "
+                              f"with checkpoint_every={checkpoint_every}; use smaller sizes")
     stepper = None
     if case.with_references:
         field = model_field(model)
@@ -365,13 +414,14 @@ def run_case(case: Case, timing: dict) -> dict:
             ex_fwd = exponax_forward(case.n_steps)
             compiled["exponax"] = Compiled(ex_fwd, stepper, u0)
             compiled["exponax_grad"] = Compiled(gradient_of(ex_fwd), u0, stepper)
-    fns = {name: c for name, c in compiled.items()}
-    times = time_round_robin(fns, timing["min_repeats"], timing["max_repeats"], timing["min_total_s"])
+    times = time_round_robin(compiled, **{k: timing[k] for k in ("min_repeats", "max_repeats", "min_total_s",
+                                                                  "max_total_s")})
 
     def impl(name: str) -> dict:
         fwd, grad = times[name]["median_s"], times[name + "_grad"]["median_s"]
         return {
             "forward_s": fwd, "gradient_s": grad,
+            "forward_min_s": times[name]["min_s"], "gradient_min_s": times[name + "_grad"]["min_s"],
             "throughput_mcell_steps_per_s": work / fwd / 1e6,
             "grad_over_forward": grad / fwd,
             "repeats": times[name]["repeats"],
@@ -385,6 +435,8 @@ def run_case(case: Case, timing: dict) -> dict:
         "n_cells": case.n_cells, "n_steps": case.n_steps, "dt": model.dt,
         "diffphys": impl("diffphys"), "fused": None, "numpy": None, "exponax": None, "ratios": {},
     }
+    record["diffphys"]["gradient_checkpoint_every"] = checkpoint_every
+    record["diffphys"]["gradient_bytes_without_checkpointing"] = full_grad_bytes
     dp_tp = record["diffphys"]["throughput_mcell_steps_per_s"]
     if case.with_references:
         record["fused"] = impl("fused")
@@ -394,6 +446,8 @@ def run_case(case: Case, timing: dict) -> dict:
         nrec["throughput_mcell_steps_per_s"] = work / nrec["forward_s"] / 1e6
         record["numpy"] = nrec
         record["ratios"]["diffphys_over_fused"] = dp_tp / record["fused"]["throughput_mcell_steps_per_s"]
+        # grad/forward alone can mislead (a fast forward raises it): also compare the gradients directly.
+        record["ratios"]["diffphys_over_fused_gradient"] = record["fused"]["gradient_s"] / record["diffphys"]["gradient_s"]
         record["ratios"]["diffphys_over_numpy"] = dp_tp / nrec["throughput_mcell_steps_per_s"]
         if stepper is not None:
             record["exponax"] = impl("exponax")
@@ -402,8 +456,10 @@ def run_case(case: Case, timing: dict) -> dict:
     return record
 
 
-_EXPONAX_NOTE = ("exponax spectral ETDRK stepper (order 0: exact exponential), periodic, constant coefficients "
-                 "only: heat uses diffusivity = mean(kappa); different numerics, timing only")
+_EXPONAX_NOTE = ("spectral ETDRK steppers (order 0: the exact exponential, one rFFT/irFFT pair per step), "
+                 "periodic, constant coefficients only: heat uses diffusivity = mean(kappa) instead of the varying "
+                 "field. Different numerics (exact in time, so it could take far fewer, larger steps): a "
+                 "cost-per-step comparison, not checked for agreement")
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,7 +472,7 @@ def _fmt(x, spec: str) -> str:
 
 def table(records: list[dict]) -> str:
     head = ["model", "dims", "N", "steps", "diffphys Mc·s/s", "fused Mc·s/s", "dp/fused",
-            "dp/numpy", "dp/exponax", "grad/fwd dp", "grad/fwd fused"]
+            "dp/numpy", "dp/exponax", "grad/fwd dp", "grad/fwd fused", "dp/fused grad"]
     rows = []
     for r in records:
         ratios, fused = r["ratios"], r["fused"]
@@ -427,8 +483,9 @@ def table(records: list[dict]) -> str:
             _fmt(ratios.get("diffphys_over_fused"), ".2f"),
             _fmt(ratios.get("diffphys_over_numpy"), ".1f"),
             _fmt(ratios.get("diffphys_over_exponax"), ".2f"),
-            _fmt(r["diffphys"]["grad_over_forward"], ".2f"),
+            _fmt(r["diffphys"]["grad_over_forward"], ".2f") + ("*" if r["diffphys"]["gradient_checkpoint_every"] else ""),
             _fmt(fused and fused["grad_over_forward"], ".2f"),
+            _fmt(ratios.get("diffphys_over_fused_gradient"), ".2f"),
         ])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -450,18 +507,27 @@ def device_info() -> dict:
     return info
 
 
-def notes(dtype: str, numpy_scaled: bool) -> list[str]:
+def notes(dtype: str, records: list[dict], budget: int | None) -> list[str]:
     out = [
-        "Mc·s/s = million cell-steps per second (cells x time steps / forward time); for rk4 and ssprk3 a "
-        "step is 4 resp. 3 right-hand-side evaluations.",
-        "dp/X = diffphys throughput / X throughput (> 1: diffphys faster). fused = the same numerics "
-        "hand-written with jnp.roll in one lax.fori_loop, face coefficients hoisted out of the loop, jitted.",
-        "grad/fwd = time(jit(grad of sum(u_final**2) w.r.t. u0)) / time(jit(forward)); no checkpointing.",
-        "diffphys forward = diffphys.rollout(model, u0, n_steps, check_finite=True); "
-        "medians of round-robin repeats after compile and warm-up.",
+        ("Mc·s/s = million cell-steps per second (cells x time steps / forward time); for rk4 and ssprk3 a "
+         "step is 4 resp. 3 right-hand-side evaluations."),
+        ("dp/X = diffphys throughput / X throughput (> 1: diffphys faster). fused = the same numerics "
+         "hand-written with jnp.roll in one lax.fori_loop, face coefficients hoisted out of the loop, jitted. "
+         "dp/fused grad = time(fused gradient) / time(diffphys gradient)."),
+        ("grad/fwd = time(jit(grad of sum(u_final**2) w.r.t. u0)) / time(jit(forward)); all residuals stored "
+         "(no checkpointing) unless marked *."),
+        ("diffphys forward = diffphys.rollout(model, u0, n_steps, check_finite=True); "
+         "medians of round-robin repeats after compile and warm-up."),
         f"dtype {dtype}. Rows without references (rk4, weno5+ssprk3) are diffphys' production defaults.",
     ]
-    if numpy_scaled:
+    for r in records:
+        k = r["diffphys"]["gradient_checkpoint_every"]
+        if k:
+            out.append(f"* {r['label']} {'x'.join(map(str, r['shape']))}: storing every step's residuals would need "
+                       f"{r['diffphys']['gradient_bytes_without_checkpointing'] / 2**30:.1f} GiB (XLA memory analysis), "
+                       f"over the budget of {budget / 2**30:.1f} GiB (half the free memory); the gradient was timed "
+                       f"with rollout(..., checkpoint_every={k}).")
+    if any(r["numpy"] and r["numpy"]["steps_timed"] < r["n_steps"] for r in records):
         out.append("numpy: the same stencil code with numpy.roll in a Python loop, timed over fewer steps "
                    "and scaled to the full step count (see numpy.steps_timed in the JSON).")
     if exponax is None:
@@ -482,6 +548,8 @@ def main(argv=None) -> int:
     parser.add_argument("--x64", action="store_true", help="run in float64 (default float32)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (seconds; smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    parser.add_argument("--only", default=None, metavar="TEXT",
+                        help="time only configurations whose label contains TEXT (e.g. heat/euler)")
     args = parser.parse_args(argv)
 
     if args.x64:
@@ -491,12 +559,14 @@ def main(argv=None) -> int:
     x64 = dtype == "float64"
     tol = 1e-12 if x64 else 1e-5
     if args.quick:
-        timing = {"min_repeats": 2, "max_repeats": 3, "min_total_s": 0.0, "numpy_target_s": 0.01, "numpy_repeats": 1}
+        timing = {"min_repeats": 2, "max_repeats": 2, "min_total_s": 0.0, "max_total_s": 0.0,
+                  "numpy_target_s": 0.01, "numpy_repeats": 1}
     else:
-        timing = {"min_repeats": 5, "max_repeats": 50, "min_total_s": 1.5, "numpy_target_s": 0.5, "numpy_repeats": 3}
+        timing = {"min_repeats": 7, "max_repeats": 50, "min_total_s": 2.0, "max_total_s": 10.0,
+                  "numpy_target_s": 0.5, "numpy_repeats": 3}
 
     dev = device_info()
-    print(f"diffphys {diffphys.__version__}, jax {jax.__version__}, backend {dev['backend']} "
+    print(f"diffphys {diffphys.__version__} (git {_git_revision()}), jax {jax.__version__}, backend {dev['backend']} "
           f"({dev['description']}; host {dev['host_processor']}, {dev['host_cpu_count']} CPUs), dtype {dtype}")
 
     checks = agreement_checks(tol)
@@ -506,15 +576,25 @@ def main(argv=None) -> int:
         print(f"  {c['model']:<22} {'x'.join(map(str, c['shape'])):>6} {c['n_steps']:>3} steps: {errs}  "
               f"{'ok' if c['passed'] else 'FAILED'}")
 
+    budget = memory_budget_bytes()
     records = []
+    print(file=sys.stderr)
     for case in cases(QUICK_SIZES if args.quick else FULL_SIZES):
-        print(f"  timing {case.label} {'x'.join(map(str, case.shape))}, {case.n_steps} steps ...",
+        if args.only and args.only not in case.label:
+            continue
+        start = time.perf_counter()
+        r = run_case(case, timing, budget)
+        records.append(r)
+        # Progress (stderr): a long run shows its figures as they come.
+        print(f"  {case.label} {'x'.join(map(str, case.shape))} x {case.n_steps} steps: "
+              f"{r['diffphys']['throughput_mcell_steps_per_s']:.1f} Mcell-steps/s, "
+              f"dp/fused {_fmt(r['ratios'].get('diffphys_over_fused'), '.2f')}, "
+              f"grad/fwd {r['diffphys']['grad_over_forward']:.2f} ({time.perf_counter() - start:.1f} s)",
               file=sys.stderr, flush=True)
-        records.append(run_case(case, timing))
 
     print()
     print(table(records))
-    note_lines = notes(dtype, numpy_scaled=any(r["numpy"] and r["numpy"]["steps_timed"] < r["n_steps"] for r in records))
+    note_lines = notes(dtype, records, budget)
     print("\nNotes:")
     for n in note_lines:
         print(f"- {n}")
@@ -526,8 +606,9 @@ def main(argv=None) -> int:
         "versions": {"python": platform.python_version(), "jax": jax.__version__,
                      "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
                      "numpy": np.__version__, "diffphys": diffphys.__version__,
+                     "diffphys_git": _git_revision(),
                      "exponax": None if exponax is None else exponax.__version__},
-        "device": dev, "timing": timing,
+        "device": dev, "timing": timing, "memory_budget_bytes": budget,
         "exponax_available": exponax is not None, "exponax_import_error": _EXPONAX_IMPORT_ERROR,
         "agreement": {"tolerance": tol, "passed": all(c["passed"] for c in checks), "checks": checks},
         "notes": note_lines, "records": records,
@@ -537,6 +618,21 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0 if result["agreement"]["passed"] else 1
+
+
+def _git_revision() -> str | None:
+    """The repository's commit (with ``-dirty`` if diffphys has uncommitted changes), if git is there."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "diffphys"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
 
 
 def _jaxlib_version() -> str | None:

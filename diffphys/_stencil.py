@@ -49,8 +49,8 @@ def _ghosts(condition, mirror, spacing: float, axis: int, distances) -> jnp.ndar
     raise TypeError(f"no ghost-cell rule for boundary condition {condition!r}")
 
 
-def pad(u, grid: AbstractGrid, axis: int, width: int) -> jnp.ndarray:
-    """Extend ``u`` by ``width`` ghost cells on both sides of ``axis``, as the boundary conditions say.
+def ghost_cells(u, grid: AbstractGrid, axis: int, width: int):
+    """The ``width`` ghost cells below and above ``u`` along ``axis``, as the boundary conditions say.
 
     * periodic: the opposite end's cells;
     * Dirichlet ``g``: ``u_ghost = 2 g - u_mirror`` (odd reflection about the face value);
@@ -59,14 +59,17 @@ def pad(u, grid: AbstractGrid, axis: int, width: int) -> jnp.ndarray:
     low, high = grid.bc[axis]
     n = u.shape[axis]
     if isinstance(low, Periodic):
-        lo = lax.slice_in_dim(u, n - width, n, axis=axis)
-        hi = lax.slice_in_dim(u, 0, width, axis=axis)
-    else:
-        h = grid.spacing[axis]
-        far_to_near = 2.0 * jnp.arange(width, 0, -1, dtype=u.dtype) - 1.0
-        lo = _ghosts(low, jnp.flip(lax.slice_in_dim(u, 0, width, axis=axis), axis), h, axis, far_to_near)
-        hi = _ghosts(high, jnp.flip(lax.slice_in_dim(u, n - width, n, axis=axis), axis), h, axis,
-                     far_to_near[::-1])
+        return lax.slice_in_dim(u, n - width, n, axis=axis), lax.slice_in_dim(u, 0, width, axis=axis)
+    h = grid.spacing[axis]
+    far_to_near = 2.0 * jnp.arange(width, 0, -1, dtype=u.dtype) - 1.0
+    lo = _ghosts(low, jnp.flip(lax.slice_in_dim(u, 0, width, axis=axis), axis), h, axis, far_to_near)
+    hi = _ghosts(high, jnp.flip(lax.slice_in_dim(u, n - width, n, axis=axis), axis), h, axis, far_to_near[::-1])
+    return lo, hi
+
+
+def pad(u, grid: AbstractGrid, axis: int, width: int) -> jnp.ndarray:
+    """Extend ``u`` by ``width`` ghost cells on both sides of ``axis`` (see :func:`ghost_cells`)."""
+    lo, hi = ghost_cells(u, grid, axis, width)
     return jnp.concatenate([lo, u, hi], axis=axis)
 
 
@@ -94,17 +97,44 @@ def face_average(c, grid: AbstractGrid, axis: int, *, nonnegative: bool = False)
     return 0.5 * (lax.slice_in_dim(cp, 0, n + 1, axis=axis) + lax.slice_in_dim(cp, 1, n + 2, axis=axis))
 
 
-def _neighbours(u, grid: AbstractGrid, axis: int):
-    """``(u_{i-1}, u_{i+1})`` along ``axis`` for every cell, ghost cells at the ends."""
-    up = pad(u, grid, axis, 1)
-    n = u.shape[axis]
-    return lax.slice_in_dim(up, 0, n, axis=axis), lax.slice_in_dim(up, 2, n + 2, axis=axis)
-
-
 def _low_high(faces, axis: int):
     """Face values on each cell's low and high side: ``(F_{i-1/2}, F_{i+1/2})``, each of cell shape."""
     n = faces.shape[axis] - 1
     return lax.slice_in_dim(faces, 0, n, axis=axis), lax.slice_in_dim(faces, 1, n + 1, axis=axis)
+
+
+def _is_edge(n: int, ndim: int, axis: int, last: bool):
+    """Boolean mask, broadcastable along ``axis``, true on the first (or last) cell."""
+    return _shape_along(axis, ndim, jnp.arange(n) == (n - 1 if last else 0))
+
+
+def _next_cells(u, high_ghost, grid: AbstractGrid, axis: int):
+    """``u_{i+1}`` for every cell, the ghost cell after the last one.
+
+    A roll plus a select on the edge (rather than slicing and concatenating): both transpose to
+    themselves, so the reverse-mode pass is as simple as the forward one.
+    """
+    rolled = jnp.roll(u, -1, axis=axis)
+    if isinstance(grid.bc[axis][0], Periodic):
+        return rolled
+    return jnp.where(_is_edge(u.shape[axis], u.ndim, axis, last=True), high_ghost, rolled)
+
+
+def _divergence(high_flux, low_boundary_flux, grid: AbstractGrid, axis: int, spacing: float):
+    """``(F_{i+1/2} - F_{i-1/2}) / h`` from the high-side fluxes of all cells and the first low face.
+
+    Each flux is computed once and shifted (like a hand-written ``jnp.roll`` stencil): computing
+    it on both sides of every face instead lets XLA duplicate work across the stages of a
+    Runge–Kutta step (measured 3x slower for RK4).
+    """
+    low_flux = jnp.roll(high_flux, 1, axis=axis)
+    if not isinstance(grid.bc[axis][0], Periodic):
+        low_flux = jnp.where(_is_edge(high_flux.shape[axis], high_flux.ndim, axis, last=False), low_boundary_flux, low_flux)
+    return (high_flux - low_flux) / spacing
+
+
+def _first(x, axis: int):
+    return lax.slice_in_dim(x, 0, 1, axis=axis)
 
 
 def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
@@ -115,12 +145,9 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
       \kappa_{i+1/2} = \tfrac12(\kappa_i + \kappa_{i+1}).$$
 
     On non-periodic boundaries the face diffusivity is extrapolated from the two cells next to it
-    (see :func:`face_average`). A face's flux is computed with the same operands in both cells it
+    (see :func:`face_average`). Each face flux is computed once and used by both cells it
     separates, so fluxes telescope: with periodic or zero-flux boundaries $\sum_i [\cdot]_i h = 0$
     to round-off (conservation).
-
-    All intermediate arrays have the cell shape (no ``n + 1`` face arrays inside the step), which
-    lets XLA fuse the whole operator into one loop (as fast as a hand-written ``jnp.roll`` stencil).
 
     **Arguments:** ``u`` and ``kappa``, arrays of shape ``grid.shape``; ``grid``.
 
@@ -128,9 +155,11 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
     """
     out = jnp.zeros_like(u)
     for axis, h in enumerate(grid.spacing):
-        prev, nxt = _neighbours(u, grid, axis)
+        lo, hi = ghost_cells(u, grid, axis, 1)
         k_low, k_high = _low_high(face_average(kappa, grid, axis, nonnegative=True), axis)
-        out = out + (k_high * (nxt - u) - k_low * (u - prev)) / h**2
+        high_flux = k_high * (_next_cells(u, hi, grid, axis) - u) / h
+        low_boundary = _first(k_low, axis) * (_first(u, axis) - lo) / h
+        out = out + _divergence(high_flux, low_boundary, grid, axis, h)
     return out
 
 
@@ -190,12 +219,13 @@ def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind") 
     for axis, h in enumerate(grid.spacing):
         v = face_average(velocity[axis], grid, axis)
         if scheme == "upwind":
-            # Cell-shaped form (see div_kappa_grad): each face flux from the same operands twice.
-            prev, nxt = _neighbours(u, grid, axis)
+            lo, hi = ghost_cells(u, grid, axis, 1)
             v_low, v_high = _low_high(v, axis)
-            high = jnp.maximum(v_high, 0.0) * u + jnp.minimum(v_high, 0.0) * nxt
-            low = jnp.maximum(v_low, 0.0) * prev + jnp.minimum(v_low, 0.0) * u
-            out = out + (high - low) / h
+            nxt = _next_cells(u, hi, grid, axis)
+            high_flux = jnp.maximum(v_high, 0.0) * u + jnp.minimum(v_high, 0.0) * nxt
+            v0 = _first(v_low, axis)
+            low_boundary = jnp.maximum(v0, 0.0) * lo + jnp.minimum(v0, 0.0) * _first(u, axis)
+            out = out + _divergence(high_flux, low_boundary, grid, axis, h)
         else:
             left, right = _face_states(u, grid, axis, scheme)
             low, high = _low_high(jnp.maximum(v, 0.0) * left + jnp.minimum(v, 0.0) * right, axis)

@@ -1,0 +1,66 @@
+"""Smoke test of benchmarks/bench_steppers.py: it runs (--quick) and writes well-formed JSON.
+
+Timings are never asserted (tests never assert wall-clock times); only the structure of the
+results and the agreement of diffphys with the benchmark's hand-written reference numerics.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_steppers.py"
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_steppers_quick(tmp_path):
+    out = tmp_path / "x.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dp/fused" in proc.stdout  # the table was printed
+
+    result = json.loads(out.read_text())
+    for key in ("versions", "device", "dtype", "agreement", "records", "notes"):
+        assert key in result
+    assert result["quick"] is True
+    assert result["versions"]["jax"]
+    assert result["device"]["backend"] and result["device"]["description"]
+    assert result["dtype"] in ("float32", "float64")
+
+    agreement = result["agreement"]
+    assert agreement["passed"] is True
+    assert agreement["tolerance"] <= 1e-5
+    assert {c["model"] for c in agreement["checks"]} == {"heat/euler", "advection/upwind+euler"}
+    assert {len(c["shape"]) for c in agreement["checks"]} == {1, 2}
+    for check in agreement["checks"]:
+        assert set(check["rel_errors"]) == {"forward_vs_fused", "gradient_vs_fused", "numpy_vs_fused"}
+        for err in check["rel_errors"].values():
+            assert math.isfinite(err) and err <= agreement["tolerance"]
+
+    records = result["records"]
+    labels = {r["label"] for r in records}
+    assert labels == {"heat/euler", "advection/upwind+euler", "heat/rk4", "advection/weno5+ssprk3"}
+    for r in records:
+        assert r["n_cells"] == math.prod(r["shape"]) and r["ndim"] == len(r["shape"])
+        assert _positive(r["n_steps"]) and _positive(r["dt"])
+        dp = r["diffphys"]
+        for key in ("forward_s", "gradient_s", "throughput_mcell_steps_per_s", "grad_over_forward"):
+            assert _positive(dp[key])
+        with_refs = r["scheme"] == "euler"
+        assert (r["fused"] is not None) == with_refs and (r["numpy"] is not None) == with_refs
+        if with_refs:
+            assert _positive(r["fused"]["throughput_mcell_steps_per_s"]) and _positive(r["fused"]["grad_over_forward"])
+            assert _positive(r["numpy"]["forward_s"]) and 1 <= r["numpy"]["steps_timed"] <= r["n_steps"]
+            for key in ("diffphys_over_fused", "diffphys_over_fused_gradient", "diffphys_over_numpy"):
+                assert _positive(r["ratios"][key])
+        if r["exponax"] is not None:  # only when exponax is importable
+            assert result["versions"]["exponax"] and _positive(r["ratios"]["diffphys_over_exponax"])
+        else:
+            assert "diffphys_over_exponax" not in r["ratios"]
