@@ -111,8 +111,8 @@ def _is_edge(n: int, ndim: int, axis: int, last: bool):
 def _next_cells(u, high_ghost, grid: AbstractGrid, axis: int):
     """``u_{i+1}`` for every cell, the ghost cell after the last one.
 
-    A roll plus a select on the edge (rather than slicing and concatenating): both transpose to
-    themselves, so the reverse-mode pass is as simple as the forward one.
+    A roll plus a select on the edge (rather than slicing and concatenating): their transposes are
+    again a roll and a select, so the reverse-mode pass is as simple as the forward one.
     """
     rolled = jnp.roll(u, -1, axis=axis)
     if isinstance(grid.bc[axis][0], Periodic):
@@ -134,6 +134,7 @@ def _divergence(high_flux, low_boundary_flux, grid: AbstractGrid, axis: int, spa
 
 
 def _first(x, axis: int):
+    """The first slice of ``x`` along ``axis`` (kept as an axis of length 1)."""
     return lax.slice_in_dim(x, 0, 1, axis=axis)
 
 
