@@ -5,6 +5,19 @@ The public API is what this module lists.
 
 from . import check as check
 from . import plot as plot
+from ._implicit import (
+    FixedPointIteration as FixedPointIteration,
+    Newton as Newton,
+    implicit_solution as implicit_solution,
+    solve_fixed_point as solve_fixed_point,
+    solve_root as solve_root,
+)
+from ._linear_solve import (
+    LinearSolver as LinearSolver,
+    SolveInfo as SolveInfo,
+    SolveResult as SolveResult,
+    solve_linear as solve_linear,
+)
 from ._rollout import rollout as rollout
 from .grid import (
     Dirichlet as Dirichlet,
@@ -14,14 +27,21 @@ from .grid import (
     Periodic as Periodic,
 )
 from .models import (
+    IMEXARS443 as IMEXARS443,
     RK4 as RK4,
     SSPRK3 as SSPRK3,
+    AbstractImplicitScheme as AbstractImplicitScheme,
     AbstractScheme as AbstractScheme,
     AbstractStepper as AbstractStepper,
     Advection as Advection,
+    AdvectionDiffusion as AdvectionDiffusion,
+    BackwardEuler as BackwardEuler,
+    CrankNicolson as CrankNicolson,
     ForwardEuler as ForwardEuler,
     Heat as Heat,
     LeapFrog as LeapFrog,
+    Newmark as Newmark,
+    NonlinearHeat as NonlinearHeat,
     Wave as Wave,
 )
 

@@ -76,6 +76,21 @@ class AbstractStepper(eqx.Module):
     def __call__(self, state):
         return self.step(state)
 
+    def jacobian_properties(self, part: str = "rhs") -> frozenset[str]:
+        """What implicit schemes may assume about the Jacobian of ``getattr(self, part)``.
+
+        ``"affine"``: the part is affine in the state (an implicit stage is one linear solve);
+        ``"symmetric"``: its Jacobian is symmetric negative semi-definite (CG applies). Default: nothing.
+        """
+        del part
+        return frozenset()
+
+    def jacobian_diagonal(self, part: str, state):
+        """The diagonal of the Jacobian of ``getattr(self, part)`` at ``state`` (for Jacobi
+        preconditioning), or ``None`` when the model does not provide it."""
+        del part, state
+        return None
+
     def vector_field(self, t, y, args):
         """``rhs`` in diffrax's signature, e.g. ``diffrax.ODETerm(model.vector_field)``."""
         del t, args
@@ -112,13 +127,24 @@ def resolve_time_step(model: AbstractStepper, dt: float | None) -> float:
     name = type(model).__name__
     region, rho = model.spectral_bound()
     concrete = is_concrete(rho)
+    missing = [m for m in model.scheme.requires if not hasattr(model, m)]
+    if missing:
+        raise ValueError(
+            f"{name}: time scheme {model.scheme.name!r} needs model.{missing[0]}, which {name} does not have; "
+            f"use one of {_valid_schemes(model, region)}"
+        )
     if concrete and model.scheme.stability_limits.get(region, 0.0) == 0.0:
-        good = sorted(n for n, s in _scheme_names_by_region().items() if region in s)
+        good = _valid_schemes(model, region)
         raise ValueError(
             f"{name}: time scheme {model.scheme.name!r} is unstable or not applicable for this model at "
             f"any dt (its spatial operator's eigenvalues lie in the {region!r} region); use one of {good}"
         )
     if dt is None:
+        if concrete and math.isinf(model.scheme.stability_limits.get(region, 0.0)):
+            raise ValueError(
+                f"{name}: scheme {model.scheme.name!r} is unconditionally stable, so there is no stability limit "
+                "to derive dt from; pass dt, chosen for accuracy"
+            )
         if not concrete:
             raise ValueError(f"{name}: pass dt explicitly when the parameters are traced (inside jit/vmap/grad)")
         return DEFAULT_SAFETY * model.max_stable_dt
@@ -134,9 +160,12 @@ def resolve_time_step(model: AbstractStepper, dt: float | None) -> float:
     return float(dt)
 
 
-def _scheme_names_by_region() -> dict[str, set[str]]:
-    from ._schemes import _SCHEMES
+def _valid_schemes(model: AbstractStepper, region: str) -> list[str]:
+    """Names of the built-in schemes stable for ``region`` whose required model methods exist."""
+    from ._schemes import scheme_registry
 
-    return {
-        n: {r for r, lim in cls.stability_limits.items() if lim > 0} for n, cls in _SCHEMES.items()
-    }
+    return sorted(
+        n
+        for n, cls in scheme_registry().items()
+        if cls.stability_limits.get(region, 0.0) > 0 and all(hasattr(model, m) for m in cls.requires)
+    )

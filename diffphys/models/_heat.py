@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._stencil import div_kappa_grad
+from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ._schemes import AbstractScheme, time_scheme
@@ -19,9 +19,12 @@ class Heat(AbstractStepper):
 
     Space: the conservative second-order finite-volume operator of
     :func:`diffphys._stencil.div_kappa_grad` (cell-centred, face diffusivity the mean of its two
-    cells). Time: any explicit scheme; stable when ``dt <= limit / ρ`` with
+    cells). Time: an explicit scheme, stable when ``dt <= limit / ρ`` with
     $\rho = \sum_{\text{axes}} 4\max\kappa / h^2$ and ``limit`` the scheme's negative-real-axis
-    interval (Euler 2, SSP-RK3 2.51, RK4 2.79).
+    interval (Euler 2, SSP-RK3 2.51, RK4 2.79); or an implicit scheme (``"backward_euler"``,
+    ``"crank_nicolson"``), stable at any ``dt`` (then ``dt`` must be given): each step is one
+    matrix-free CG solve with $I - c\,\Delta t\,\nabla\cdot(\kappa\nabla)$, symmetric positive
+    definite, differentiated by the implicit function theorem.
 
     **Arguments:**
 
@@ -31,7 +34,9 @@ class Heat(AbstractStepper):
       ``None`` (default) takes 0.9 of the largest stable dt.
     - ``source``: f(x), a scalar or an array of the grid's shape; ``None`` (default) for no source
       term (pass an array, even zeros, to differentiate with respect to the source).
-    - ``scheme``: ``"euler"``, ``"ssprk3"``, ``"rk4"`` (default) or an ``AbstractScheme``.
+    - ``scheme``: ``"euler"``, ``"ssprk3"``, ``"rk4"`` (default), ``"backward_euler"``,
+      ``"crank_nicolson"`` or an ``AbstractScheme`` instance (e.g.
+      ``BackwardEuler(Newton(linear_solver=LinearSolver(preconditioner="jacobi")))``).
 
     The state is one array of shape ``grid.shape``.
     """
@@ -53,6 +58,14 @@ class Heat(AbstractStepper):
     def rhs(self, u):
         du = div_kappa_grad(u, self.kappa, self.grid)
         return du if self.source is None else du + self.source
+
+    def jacobian_properties(self, part="rhs"):
+        # ∇·(κ∇u) + f is affine in u; its discretisation is symmetric negative semi-definite.
+        return frozenset({"affine", "symmetric"}) if part == "rhs" else frozenset()
+
+    def jacobian_diagonal(self, part, state):
+        del state
+        return div_kappa_grad_diagonal(self.kappa, self.grid) if part == "rhs" else None
 
     def spectral_bound(self):
         kmax = jnp.max(self.kappa)

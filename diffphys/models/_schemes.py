@@ -1,5 +1,7 @@
 r"""Explicit time schemes, kept apart from the physics so every model can use every scheme.
 
+(The implicit and IMEX schemes are in ``_implicit_schemes.py``; :func:`time_scheme` knows both.)
+
 A scheme advances a model's state by one step ``dt`` using only the model's right-hand side
 (``model.rhs``) or, for the Störmer–Verlet leapfrog, its acceleration (``model.acceleration``).
 All schemes are autonomous (the right-hand sides of diffphys' models do not depend on time).
@@ -48,6 +50,8 @@ class AbstractScheme(eqx.Module):
     name: ClassVar[str]
     order: ClassVar[int]
     stability_limits: ClassVar[dict[str, float]]
+    # Model methods the scheme calls besides ``rhs`` (e.g. ``acceleration`` for leapfrog).
+    requires: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def step(self, model, state, dt: float):
@@ -123,6 +127,7 @@ class LeapFrog(AbstractScheme):
     name: ClassVar[str] = "leapfrog"
     order: ClassVar[int] = 2
     stability_limits: ClassVar[dict[str, float]] = {"oscillation": 2.0}
+    requires: ClassVar[tuple[str, ...]] = ("acceleration",)
 
     def step(self, model, state, dt):
         u, v = state
@@ -131,19 +136,38 @@ class LeapFrog(AbstractScheme):
         return u_new, v_half + 0.5 * dt * model.acceleration(u_new)
 
 
-_SCHEMES = {cls.name: cls for cls in (ForwardEuler, SSPRK3, RK4, LeapFrog)}
-_ALIASES = {"forward_euler": "euler", "rk3": "ssprk3", "verlet": "leapfrog", "stormer_verlet": "leapfrog"}
+_ALIASES = {
+    "forward_euler": "euler",
+    "rk3": "ssprk3",
+    "verlet": "leapfrog",
+    "stormer_verlet": "leapfrog",
+    "implicit_euler": "backward_euler",
+    "be": "backward_euler",
+    "cn": "crank_nicolson",
+    "trapezoidal": "crank_nicolson",
+    "newmark_beta": "newmark",
+    "imex": "imex_ars443",
+}
+
+
+def scheme_registry() -> dict[str, type[AbstractScheme]]:
+    """Every built-in scheme by name (explicit ones here, implicit ones from ``_implicit_schemes``)."""
+    from ._implicit_schemes import IMEXARS443, BackwardEuler, CrankNicolson, Newmark
+
+    classes = (ForwardEuler, SSPRK3, RK4, LeapFrog, BackwardEuler, CrankNicolson, Newmark, IMEXARS443)
+    return {cls.name: cls for cls in classes}
 
 
 def time_scheme(spec) -> AbstractScheme:
-    """A scheme instance from a name (``"euler"``, ``"ssprk3"``, ``"rk4"``, ``"leapfrog"``) or an instance."""
+    """A scheme instance from a name (e.g. ``"rk4"``, ``"crank_nicolson"``) or an instance."""
     if isinstance(spec, AbstractScheme):
         return spec
+    registry = scheme_registry()
     if isinstance(spec, str):
         key = _ALIASES.get(spec.lower(), spec.lower())
-        if key in _SCHEMES:
-            return _SCHEMES[key]()
+        if key in registry:
+            return registry[key]()
     raise ValueError(
-        f"unknown time scheme {spec!r}; valid are {sorted(_SCHEMES)} (aliases {sorted(_ALIASES)}) "
+        f"unknown time scheme {spec!r}; valid are {sorted(registry)} (aliases {sorted(_ALIASES)}) "
         "or an AbstractScheme instance"
     )

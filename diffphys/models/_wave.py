@@ -3,10 +3,11 @@ r"""Wave equation with a spatially varying wave speed, as a first-order system i
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._stencil import div_kappa_grad
+from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ._schemes import AbstractScheme, time_scheme
@@ -24,6 +25,10 @@ class Wave(AbstractStepper):
     oscillation) or SSP-RK3/RK4 on the first-order system (slightly dissipative). Stable for
     ``dt·ω_max <= limit`` with $\omega_{\max}^2 = \sum_{\text{axes}} 4\max c^2/h^2$ and ``limit``
     2 (leapfrog), √3 (SSP-RK3), 2√2 (RK4); forward Euler is unstable for waves at any dt.
+    Implicit, stable at any ``dt`` (which must then be given): ``"newmark"`` (average
+    acceleration; one CG solve per step; conserves the energy exactly), ``"crank_nicolson"``
+    (the same trapezoidal rule on the first-order system, solved with GMRES) and
+    ``"backward_euler"`` (dissipative).
 
     **Arguments:**
 
@@ -33,7 +38,8 @@ class Wave(AbstractStepper):
       ``None`` (default) takes 0.9 of the largest stable dt.
     - ``source``: f(x), a scalar or an array of the grid's shape; ``None`` (default) for no source
       term (pass an array, even zeros, to differentiate with respect to the source).
-    - ``scheme``: ``"leapfrog"`` (default), ``"ssprk3"``, ``"rk4"`` or an ``AbstractScheme``.
+    - ``scheme``: ``"leapfrog"`` (default), ``"ssprk3"``, ``"rk4"``, ``"newmark"``,
+      ``"crank_nicolson"``, ``"backward_euler"`` or an ``AbstractScheme``.
     """
 
     grid: AbstractGrid
@@ -58,6 +64,18 @@ class Wave(AbstractStepper):
     def rhs(self, state):
         u, v = state
         return v, self.acceleration(u)
+
+    def jacobian_properties(self, part="rhs"):
+        if part == "acceleration":  # ∇·(c²∇u) + f: affine, symmetric negative semi-definite
+            return frozenset({"affine", "symmetric"})
+        return frozenset({"affine"}) if part == "rhs" else frozenset()
+
+    def jacobian_diagonal(self, part, state):
+        if part == "acceleration":
+            return div_kappa_grad_diagonal(self.speed**2, self.grid)
+        if part == "rhs":  # ∂(v, a(u))/∂(u, v) has zero diagonal blocks
+            return jax.tree_util.tree_map(jnp.zeros_like, state)
+        return None
 
     def spectral_bound(self):
         c2max = jnp.max(self.speed) ** 2
