@@ -116,6 +116,10 @@ def _max_norm(tree) -> jax.Array:
     return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jtu.tree_leaves(tree)]))
 
 
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]))
+
+
 def _stop(tree):
     """``stop_gradient`` on every array of a pytree that may hold functions and other static leaves."""
     dynamic, static = eqx.partition(tree, eqx.is_array)
@@ -178,7 +182,9 @@ def _newton_forward(residual, x0, theta, settings: Newton, spd: bool, diagonal_f
     if linear:
         # F is affine in x: one Newton step is the exact solve (to the Krylov tolerance).
         x, _, info = newton_step(x0)
-        return x, info
+        # A NaN in the data can stop the Krylov method at step 0 with a finite (zero) update.
+        result = jnp.where(_all_finite(x), info.result, SolveResult.nonfinite).astype(jnp.int32)
+        return x, SolveInfo(result, info.iterations, info.residual)
 
     def cond(carry):
         _, k, done, failed, _ = carry
@@ -195,9 +201,8 @@ def _newton_forward(residual, x0, theta, settings: Newton, spd: bool, diagonal_f
     x, k, done, failed, _ = lax.while_loop(cond, body, init)
     fx = residual(x, theta)
     scale = jnp.maximum(_max_norm(residual(x0, theta)), jnp.finfo(dtype).tiny)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(x)]))
     result = jnp.where(
-        failed | ~finite, SolveResult.nonfinite, jnp.where(done, SolveResult.successful, SolveResult.max_steps_reached)
+        failed | ~_all_finite(x), SolveResult.nonfinite, jnp.where(done, SolveResult.successful, SolveResult.max_steps_reached)
     )
     return x, SolveInfo(result.astype(jnp.int32), k.astype(jnp.int32), _max_norm(fx) / scale)
 
