@@ -254,17 +254,22 @@ def cg_unrolled(matvec: Callable, b, iterations: int, inverse_diagonal=None):
     p = z
     rz = jnp.vdot(r, z)
 
+    # Iterations stop updating once r·z has fallen by ε² (converged to round-off): dividing by the
+    # underflowing r·z and p·Ap would make the reverse pass overflow to NaN.
+    floor = lax.stop_gradient(jnp.finfo(b.dtype).eps ** 2 * rz)
+
     def body(carry, _):
         x, r, p, rz = carry
+        active = rz > floor
         ap = matvec(p)
-        # Once converged (rz == 0) the update is frozen rather than divided by zero.
-        alpha = jnp.where(rz > 0, rz / jnp.where(rz > 0, jnp.vdot(p, ap), 1.0), 0.0)
+        pap = jnp.vdot(p, ap)
+        alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * ap
         z = m_inv(r)
         rz_new = jnp.vdot(r, z)
-        p = z + jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0) * p
-        return (x, r, p, rz_new), None
+        p = jnp.where(active, z + rz_new / jnp.where(active, rz, 1.0) * p, p)
+        return (x, r, p, jnp.where(active, rz_new, rz)), None
 
     (x, _, _, _), _ = lax.scan(body, (x, r, p, rz), None, length=iterations)
     return x
