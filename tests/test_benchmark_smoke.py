@@ -64,3 +64,22 @@ def test_bench_steppers_quick(tmp_path):
             assert result["versions"]["exponax"] and _positive(r["ratios"]["diffphys_over_exponax"])
         else:
             assert "diffphys_over_exponax" not in r["ratios"]
+
+
+def test_bench_implicit_quick(tmp_path):
+    """The implicit-gradient benchmark runs; IFT memory does not grow with the CG budget, unrolled does."""
+    script = SCRIPT.parent / "bench_implicit.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| workload | CG iterations K |" in proc.stdout
+    result = json.loads((tmp_path / "implicit_float64_quick.json").read_text())
+    assert result["agreement"]["max_relative_difference"] < 1e-8
+    rows = {(r["workload"], r["cg_iterations"], r["gradient"]): r for r in result["rows"]}
+    for workload in ("1 step", "10 steps"):
+        ift = [rows[(workload, k, "ift")]["grad_memory_bytes"] for k in (10, 50)]
+        unrolled = [rows[(workload, k, "unrolled")]["grad_memory_bytes"] for k in (10, 50)]
+        assert ift[0] == ift[1] and unrolled[1] > 3 * unrolled[0]
+        assert all(rows[(workload, k, g)]["finite"] for k in (10, 50) for g in ("ift", "unrolled"))
