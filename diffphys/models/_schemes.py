@@ -164,7 +164,8 @@ def time_scheme(spec) -> AbstractScheme:
         return spec
     registry = scheme_registry()
     if isinstance(spec, str):
-        key = _ALIASES.get(spec.lower(), spec.lower())
+        name = spec.lower().replace("-", "_")
+        key = _ALIASES.get(name, name)
         if key in registry:
             return registry[key]()
     raise ValueError(
