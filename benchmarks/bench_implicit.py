@@ -31,6 +31,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from bench_steppers import _memory_analysis, memory_budget_bytes
 
 
 def main(argv=None) -> int:
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     # A rough source keeps every step's right-hand side rough, so CG needs its K iterations throughout.
     source = (0.1 * jax.random.normal(jax.random.key(0), grid.shape)).astype(dtype)
     dt = 100 * dp.Heat(grid, kappa, scheme="euler").max_stable_dt
-    budget_bytes = _memory_budget()
+    budget_bytes = memory_budget_bytes()
     rows = []
 
     for steps in (1, n_steps):
@@ -113,7 +114,7 @@ def _check_agreement(dp, cg_unrolled, div_kappa_grad, dtype) -> dict:
     u0 = jnp.sin(jnp.pi * grid.coordinates[0]).astype(dtype)
     kappa = kappa.astype(dtype)
     dt = 0.01
-    tight = dp.BackwardEuler(dp.Newton(linear_solver=dp.LinearSolver(max_steps=2000)))
+    tight = dp.BackwardEuler(dp.Newton(linear_solver=dp.LinearSolver(rtol=1e-14, max_steps=2000)))
     g_ift = jax.grad(lambda k: jnp.sum(dp.Heat(grid, k, dt=dt, scheme=tight).step(u0) ** 2))(kappa)
 
     def unrolled(k):
@@ -127,28 +128,9 @@ def _check_agreement(dp, cg_unrolled, div_kappa_grad, dtype) -> dict:
 
 
 def _memory(exe) -> int | None:
-    try:
-        m = exe.memory_analysis()
-    except Exception:  # noqa: BLE001 -- not every backend implements it
-        return None
-    if m is None:
-        return None
-    return int(sum(getattr(m, k, 0) for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes")))
-
-
-def _memory_budget() -> int | None:
-    if jax.default_backend() == "gpu":
-        stats = jax.devices()[0].memory_stats() or {}
-        limit = stats.get("bytes_limit")
-        return None if limit is None else limit // 2
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 2
-    except OSError:
-        return None
-    return None
+    """Temp + argument + output bytes from XLA's compiled memory analysis (None if unavailable)."""
+    analysis = _memory_analysis(exe)
+    return None if analysis is None else sum(analysis.values())
 
 
 def _median_time(fn, repeats: int = 5) -> float:

@@ -254,9 +254,12 @@ def cg_unrolled(matvec: Callable, b, iterations: int, inverse_diagonal=None):
     p = z
     rz = jnp.vdot(r, z)
 
-    # Iterations stop updating once r·z has fallen by ε² (converged to round-off): dividing by the
+    # Iterations stop updating once r·z has fallen by ε⁴ (well past round-off in x, so that its
+    # derivative has converged too): dividing by the
     # underflowing r·z and p·Ap would make the reverse pass overflow to NaN.
-    floor = lax.stop_gradient(jnp.finfo(b.dtype).eps ** 2 * rz)
+    # In float32 the reverse pass's 1/(r·z)² overflows first, so the floor is sqrt(tiny) there.
+    info = jnp.finfo(b.dtype)
+    floor = lax.stop_gradient(max(float(info.eps) ** 4, float(info.tiny) ** 0.5) * rz)
 
     def body(carry, _):
         x, r, p, rz = carry

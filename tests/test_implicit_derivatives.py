@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import diffphys as dp
+from helpers import final_state, rollout_loss
 from diffphys._linear_solve import cg_unrolled
 from diffphys._stencil import div_kappa_grad
 
@@ -70,12 +71,11 @@ N_STEPS = 2
 
 
 def _final(model, state):
-    return jax.tree_util.tree_map(lambda x: x[-1], dp.rollout(model, state, N_STEPS))
+    return final_state(model, state, N_STEPS)
 
 
 def _loss(model, state):
-    leaves = jax.tree_util.tree_leaves(_final(model, state))
-    return sum(jnp.sum(jnp.sin(x) + 0.5 * x**2) for x in leaves)
+    return rollout_loss(model, state, N_STEPS)
 
 
 @pytest.mark.parametrize("case", CASES)
