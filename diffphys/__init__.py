@@ -4,6 +4,7 @@ The public API is what this module lists.
 """
 
 from . import check as check
+from . import observe as observe
 from . import plot as plot
 from ._rollout import rollout as rollout
 from .grid import (
