@@ -3,6 +3,7 @@
 The public API is what this module lists.
 """
 
+from . import assimilate as assimilate
 from . import check as check
 from . import observe as observe
 from . import plot as plot
