@@ -5,6 +5,7 @@ The public API is what this module lists.
 
 from . import assimilate as assimilate
 from . import check as check
+from . import io as io
 from . import observe as observe
 from . import plot as plot
 from ._rollout import rollout as rollout
