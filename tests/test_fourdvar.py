@@ -149,7 +149,7 @@ def _bad(**kwargs):
         (lambda: da.minimize(_problem()[0], method="newton"), ValueError, r"unknown method 'newton'; valid are \['lbfgs', 'adam'\]"),
         (lambda: da.minimize(_problem()[0], max_iterations=0), ValueError, "max_iterations must be an integer >= 1"),
         (lambda: da.minimize(_problem()[0], gtol=-1.0), ValueError, "gtol must be a finite number > 0"),
-        (lambda: da.minimize(_problem()[0], v0=jnp.full(24, jnp.inf)), ValueError, "the cost is not finite at the starting point"),
+        (lambda: da.minimize(_problem()[0], v0=jnp.full(24, jnp.inf)), ValueError, "the cost is not finite at iteration 0"),
     ],
 )
 def test_bad_input(call, error, match):

@@ -104,6 +104,15 @@ def test_irregular_schedule_with_changing_sensor_sets():
     assert error <= 1e-12
 
 
+def test_times_within_round_off_of_a_step_or_the_window_end_are_accepted():
+    times = 0.025 * np.arange(1, 25)  # the last is 0.6000000000000001
+    schedule = ob.ObservationSchedule(times, SPARSE_1D, dt=0.025 / 3, t_end=0.6)
+    assert schedule.steps[-1] == 72 and schedule.times[-1] == times[-1]
+
+
+SPARSE_1D = ob.PointSensors(GRID_1D, [0.3])
+
+
 def test_schedule_from_steps_and_per_observation_values():
     H = ob.PointSensors(GRID_1D, [0.5, 1.5])
     schedule = ob.ObservationSchedule.from_steps([2, 5, 9], H, dt=0.01, t0=1.0)

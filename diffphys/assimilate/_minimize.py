@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import optax.tree_utils as otu
 from jaxtyping import Array, Float
 
 from ._fourdvar import StrongConstraint4DVar
@@ -27,6 +26,7 @@ from ._fourdvar import StrongConstraint4DVar
 __all__ = ["METHODS", "MinimizeResult", "minimize"]
 
 METHODS = ("lbfgs", "adam")
+"""The gradient methods of :func:`minimize`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,30 +54,25 @@ def _optimizer(method: str, learning_rate: float):
 
 
 @eqx.filter_jit
-def _value_and_grad(problem: StrongConstraint4DVar, v):
-    return jax.value_and_grad(problem.cost)(v)
-
-
-@eqx.filter_jit
 def _init(problem, v, method: str, learning_rate: float):
     return _optimizer(method, learning_rate).init(v)
 
 
 @eqx.filter_jit
 def _iterate(problem: StrongConstraint4DVar, v, state, method: str, learning_rate: float):
-    """One optimiser iteration; returns the new point, state, cost and gradient there."""
+    """One optimiser iteration from ``v``: returns the next point and state, and the cost and gradient at ``v``.
+
+    The cost and gradient at ``v`` come from the optimiser's state where L-BFGS's line search left
+    them (computed here only at the first iteration), so the whole minimisation compiles one function.
+    """
     opt = _optimizer(method, learning_rate)
     if method == "lbfgs":
         value, grad = optax.value_and_grad_from_state(problem.cost)(v, state=state)
         updates, state = opt.update(grad, state, v, value=value, grad=grad, value_fn=problem.cost)
-        v = optax.apply_updates(v, updates)
-        # The line search evaluated the cost and gradient at the accepted point: reuse them.
-        return v, state, otu.tree_get(state, "value"), otu.tree_get(state, "grad")
-    value, grad = jax.value_and_grad(problem.cost)(v)
-    updates, state = opt.update(grad, state, v)
-    v = optax.apply_updates(v, updates)
-    value, grad = jax.value_and_grad(problem.cost)(v)
-    return v, state, value, grad
+    else:
+        value, grad = jax.value_and_grad(problem.cost)(v)
+        updates, state = opt.update(grad, state, v)
+    return optax.apply_updates(v, updates), state, value, grad
 
 
 def minimize(
@@ -102,8 +97,8 @@ def minimize(
     - ``method``: ``"lbfgs"`` (default; optax's L-BFGS with a zoom line search) or ``"adam"``.
     - ``max_iterations``: iteration budget (>= 1); ``gtol``: relative gradient tolerance (> 0).
     - ``learning_rate``: Adam's step size (unused by L-BFGS).
-    - ``callback``: called as ``callback(iteration, cost, gradient_norm)`` after every iteration
-      (and with iteration 0 at the start), e.g. to print progress.
+    - ``callback``: called as ``callback(iteration, cost, gradient_norm)`` at the start (iteration 0)
+      and after every iteration, e.g. to print progress.
 
     **Returns:** a :class:`MinimizeResult`.
     """
@@ -115,24 +110,24 @@ def minimize(
         if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"minimize: {name} must be a finite number > 0, got {value!r}")
     v = problem.zero_control() if v0 is None else jnp.asarray(v0)
-    value, grad = _value_and_grad(problem, v)
-    costs, norms = [float(value)], [float(jnp.linalg.norm(grad))]
-    if not math.isfinite(costs[0]):
-        raise ValueError(
-            "minimize: the cost is not finite at the starting point; check the observations, the background "
-            "and that the model is stable there"
-        )
-    if callback is not None:
-        callback(0, costs[0], norms[0])
     state = _init(problem, v, method, float(learning_rate))
-    converged = norms[0] == 0.0
-    iterations = 0
-    while not converged and iterations < max_iterations:
-        v, state, value, grad = _iterate(problem, v, state, method, float(learning_rate))
-        iterations += 1
+    costs: list[float] = []
+    norms: list[float] = []
+    while True:
+        # Evaluating at v_k also computes the step to v_{k+1}; it is dropped when v_k is the last.
+        v_next, state_next, value, grad = _iterate(problem, v, state, method, float(learning_rate))
         costs.append(float(value))
         norms.append(float(jnp.linalg.norm(grad)))
+        if not math.isfinite(costs[-1]):
+            raise ValueError(
+                f"minimize: the cost is not finite at iteration {len(costs) - 1}; check the observations, the "
+                "background and that the model is stable for these controls"
+            )
+        iterations = len(costs) - 1
         if callback is not None:
             callback(iterations, costs[-1], norms[-1])
         converged = norms[-1] <= gtol * norms[0]
+        if converged or iterations == max_iterations:
+            break
+        v, state = v_next, state_next
     return MinimizeResult(v, np.asarray(costs), np.asarray(norms), iterations, bool(converged))

@@ -25,7 +25,7 @@ TIME_TOLERANCE = 1e-6
 """Observation times may be off the model's time grid by at most this fraction of ``dt`` (round-off)."""
 
 
-def _check_times(times, t0: float, t_end: float | None) -> np.ndarray:
+def _check_times(times, t0: float, t_end: float | None, dt: float) -> np.ndarray:
     t = np.asarray(times, dtype=float).reshape(-1) if np.ndim(times) <= 1 else None
     if t is None or t.size == 0:
         raise ValueError(
@@ -46,7 +46,8 @@ def _check_times(times, t0: float, t_end: float | None) -> np.ndarray:
                 f"t[{i}]={t[i]:g}; times must be strictly increasing (sort them together with their values)"
             )
     end = math.inf if t_end is None else t_end
-    outside = np.flatnonzero((t < t0) | (t > end))
+    slack = TIME_TOLERANCE * dt  # round-off: 0.025 * 24 > 0.6 in floating point
+    outside = np.flatnonzero((t < t0 - slack) | (t > end + slack))
     if outside.size:
         i = int(outside[0])
         raise ValueError(
@@ -82,7 +83,8 @@ class ObservationSchedule(eqx.Module):
 
     - ``times``: strictly increasing observation times in the window ``[t0, t_end]``; each must be
       within ``TIME_TOLERANCE * dt`` of a step ``t0 + k dt`` (``ValueError`` naming the time and its
-      nearest steps otherwise). Use :meth:`from_steps` to give step indices instead.
+      nearest steps otherwise) and is then assigned to that step (the same slack applies at the
+      window's ends). Use :meth:`from_steps` to give step indices instead.
     - ``operators``: one :class:`AbstractObservationOperator` used at every time, or a sequence with
       one operator per time (sensor sets may change; reuse the same object for times that share one,
       so they are applied together).
@@ -113,7 +115,7 @@ class ObservationSchedule(eqx.Module):
             raise ValueError(f"ObservationSchedule: t0 must be a finite number, got {t0!r}")
         if t_end is not None and not (isinstance(t_end, (int, float, np.number)) and t_end >= t0):
             raise ValueError(f"ObservationSchedule: t_end must be a number >= t0={t0:g} (or None), got {t_end!r}")
-        t = _check_times(times, float(t0), None if t_end is None else float(t_end))
+        t = _check_times(times, float(t0), None if t_end is None else float(t_end), float(dt))
         self.steps = _steps_from_times(t, float(dt), float(t0))
         self.times = tuple(float(x) for x in t)
         self.dt, self.t0 = float(dt), float(t0)
