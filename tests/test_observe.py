@@ -100,6 +100,10 @@ def test_irregular_schedule_with_changing_sensor_sets():
         np.testing.assert_allclose(parts[k], schedule.operator_at(k)(every_step[step]), rtol=1e-13)
     np.testing.assert_array_equal(schedule.time_index, [0, 0, 0, 0, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4])
     assert schedule.locations.shape == (14, 1)
+    per_time = schedule.per_observation([np.ones(4), [2.0], np.ones(4), np.ones(4), [3.0]])
+    np.testing.assert_array_equal(per_time[[3, 4, 5, 13]], [1.0, 2.0, 1.0, 3.0])
+    with pytest.raises(ValueError, match=r"sigma: per-time arrays have shapes \[\(4,\), \(2,\), .* expected sizes \[4, 1, 4, 4, 1\]"):
+        schedule.per_observation([np.ones(4), [2.0, 2.0], np.ones(4), np.ones(4), [3.0]], "sigma")
     error = dp.check.adjoint_test(schedule.observe, schedule.transpose, trajectory, y).relative_error
     assert error <= 1e-12
 

@@ -229,9 +229,9 @@ class ObservationSchedule(eqx.Module):
         Accepts a scalar, one value per sensor (when every time has the same number of sensors), a
         list with one array per time, or the stacked vector itself.
         """
-        arr = value if isinstance(value, (list, tuple)) and len(value) == len(self.sizes) and np.ndim(value[0]) == 1 else None
-        if arr is not None:
-            parts = [np.asarray(v, dtype=float) for v in arr]
+        per_time = isinstance(value, (list, tuple)) and len(value) == len(self.sizes) and all(np.ndim(v) == 1 for v in value)
+        if per_time:
+            parts = [np.asarray(v, dtype=float) for v in value]
             if [p.shape for p in parts] != [(m,) for m in self.sizes]:
                 raise ValueError(f"{name}: per-time arrays have shapes {[p.shape for p in parts]}, expected sizes {list(self.sizes)}")
             return np.concatenate(parts)
