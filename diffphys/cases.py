@@ -258,73 +258,87 @@ def _operator(config, grid):
         raise CaseError(f"[observations]: {error}") from None
 
 
+def _fields(config, grid) -> dict:
+    """The true physical parameter fields of ``[model]``, evaluated on the grid."""
+    out = {}
+    for name in ("kappa", "velocity", "speed", "source"):
+        value = config["model"].get(name)
+        if value is not None:
+            where = f"[model] {name}"
+            out[name] = ([_evaluate(v, grid, f"{where}[{i}]") for i, v in enumerate(value)]
+                         if isinstance(value, list) else _evaluate(value, grid, where))
+    return out
+
+
+def _read_data(config):
+    obs = config["observations"]
+    default_sigma = obs["sigma"] if isinstance(obs["sigma"], float) else None
+    try:
+        return io.read_observations(obs["file"], default_sigma=default_sigma)
+    except ValueError as error:
+        raise CaseError(f"[observations] file: {error}") from None
+
+
+def _observation_times(config, data) -> np.ndarray:
+    obs, duration = config["observations"], config["window"]["duration"]
+    if data is not None:
+        return np.asarray(data["time"].values, dtype=float)
+    if obs["times"] is not None:
+        return np.asarray(obs["times"])
+    times = obs["every"] * np.arange(1, math.floor(duration / obs["every"] * (1 + 1e-12)) + 1)
+    if times.size == 0:
+        raise CaseError(f"[observations] every = {obs['every']:g} is longer than the window (duration {duration:g})")
+    return times
+
+
+def _default_time_step(config, grid, parameters: dict, guess_field, times) -> float:
+    """The largest stable dt that puts the observation times on steps, with room for an estimated parameter."""
+    control = config["control"]
+    bound = dict(parameters)
+    if control["kind"] == "parameter":
+        # Leave room for the estimate: 2 σ_b above the larger of truth and first guess.
+        name, sigma_b = control["parameter"], config["background"]["sigma"]
+        top = np.maximum(np.abs(bound[name]), np.abs(guess_field))
+        bound[name] = top * math.exp(2 * sigma_b) if control["transform"] == "log" else top + 2 * sigma_b
+    return _time_step(times, config["window"]["duration"], _make_model(config, grid, bound, None).dt)
+
+
 def build_problem(case: Case) -> Problem:
     """Build the grid, models, observations (twin experiment or file) and the 4D-Var problem of ``case``."""
     config = case.config
     grid = _grid(config)
-    kind = config["model"]["kind"]
-    names = [n for n in ("kappa", "velocity", "speed", "source") if config["model"].get(n) is not None]
-    truth_parameters = {}
-    for name in names:
-        value = config["model"][name]
-        where = f"[model] {name}"
-        truth_parameters[name] = (
-            [_evaluate(v, grid, f"{where}[{i}]") for i, v in enumerate(value)] if isinstance(value, list) else _evaluate(value, grid, where)
-        )
-    control = config["control"]
+    kind, obs, control = config["model"]["kind"], config["observations"], config["control"]
+    duration = config["window"]["duration"]
+    truth_parameters = _fields(config, grid)
     estimating = control["parameter"] if control["kind"] == "parameter" else None
     if estimating == "source" and "source" not in truth_parameters:
         truth_parameters["source"] = np.zeros(grid.shape)
     first_guess = config["background"]["first_guess"]
     guess_field = None if first_guess is None else _evaluate(first_guess, grid, "[background] first_guess")
-
-    # The time grid: observation times and the window end must be multiples of dt.
-    duration = config["window"]["duration"]
-    obs = config["observations"]
-    data = None
-    if obs["sensors"] == "file":
-        try:
-            data = io.read_observations(obs["file"], default_sigma=None if obs["sigma"] is None or isinstance(obs["sigma"], list) else obs["sigma"])
-        except ValueError as error:
-            raise CaseError(f"[observations] file: {error}") from None
-        times = np.asarray(data["time"].values, dtype=float)
-    elif obs["times"] is not None:
-        times = np.asarray(obs["times"])
-    else:
-        times = obs["every"] * np.arange(1, math.floor(duration / obs["every"] * (1 + 1e-12)) + 1)
-        if times.size == 0:
-            raise CaseError(f"[observations] every = {obs['every']:g} is longer than the window (duration {duration:g})")
-    dt = config["model"]["dt"]
-    if dt is None:
-        bound = dict(truth_parameters)
-        if estimating is not None:
-            # Leave room for the estimate: 2 σ_b above the larger of truth and first guess.
-            top = np.maximum(np.abs(bound[estimating]), np.abs(guess_field))
-            sigma_b = config["background"]["sigma"]
-            bound[estimating] = top * math.exp(2 * sigma_b) if control["transform"] == "log" else top + 2 * sigma_b
-        dt = _time_step(times, duration, _make_model(config, grid, bound, None).dt)
+    data = _read_data(config) if obs["sensors"] == "file" else None
+    times = _observation_times(config, data)
+    dt = config["model"]["dt"] or _default_time_step(config, grid, truth_parameters, guess_field, times)
     n_steps = round(duration / dt)
     truth_model = _make_model(config, grid, truth_parameters, dt)
 
     u0 = None if config["truth"]["initial"] is None else _evaluate(config["truth"]["initial"], grid, "[truth] initial")
-    truth_state = u0
-    if kind == "wave" and u0 is not None:
-        truth_state = (u0, _evaluate(config["truth"]["initial_velocity"], grid, "[truth] initial_velocity"))
-    sigma_b = config["background"]["sigma"]
+    velocity0 = _evaluate(config["truth"]["initial_velocity"], grid, "[truth] initial_velocity")
+    truth_state = (u0, velocity0) if kind == "wave" and u0 is not None else u0
     try:
-        B = DiffusionB(grid, sigma_b, config["background"]["length_scale"])
+        B = DiffusionB(grid, config["background"]["sigma"], config["background"]["length_scale"])
     except ValueError as error:
         raise CaseError(f"[background]: {error}") from None
 
-    key = jax.random.key(config["seed"])
     if data is not None:
         try:
             schedule, values, sigma = io.dataset_to_observations(data, grid, dt=dt, t_end=duration)
+            if isinstance(obs["sigma"], list):
+                sigma = np.where(np.isfinite(values), schedule.per_observation(obs["sigma"], "sigma"), 1.0)
         except ValueError as error:
             raise CaseError(f"[observations] file: {error}") from None
-        if isinstance(obs["sigma"], list):
-            sigma = np.where(np.isfinite(values), schedule.per_observation(obs["sigma"], "[observations] sigma"), 1.0)
-        clean = None
+        clean = twin = None
+        if estimating is None and guess_field is None:
+            raise CaseError("[background] first_guess is required with observations from a file (there is no truth to perturb)")
     else:
         try:
             schedule = ObservationSchedule(times, _operator(config, grid), dt=dt, t_end=duration)
@@ -332,34 +346,32 @@ def build_problem(case: Case) -> Problem:
         except ValueError as error:
             raise CaseError(f"[observations]: {error}") from None
         twin = twin_experiment(
-            truth_model, truth_state, schedule, sigma, key,
+            truth_model, truth_state, schedule, sigma, jax.random.key(config["seed"]),
             background=B if (estimating is None and guess_field is None) else None,
             missing_fraction=obs["missing_fraction"],
         )
         values, clean = np.asarray(twin.observations), np.asarray(twin.clean_observations)
 
     if estimating is None:
-        if guess_field is None and data is not None:
-            raise CaseError("[background] first_guess is required with observations from a file (there is no truth to perturb)")
-        if kind == "wave":
-            u_b = guess_field if guess_field is not None else twin.background[0]
-            velocity = _evaluate(config["truth"]["initial_velocity"], grid, "[truth] initial_velocity")
-            control_map = InitialState(template=(jnp.asarray(u_b), jnp.asarray(velocity)), field=0)
-        else:
-            u_b = guess_field if guess_field is not None else twin.background
-            control_map = InitialState()
-        background_control, truth_control = u_b, (None if data is not None else u0)
-        z_b = jnp.asarray(u_b)
+        u_b = guess_field if guess_field is not None else _first(twin.background)
+        control_map = (InitialState(template=(jnp.asarray(u_b), jnp.asarray(velocity0)), field=0) if kind == "wave"
+                       else InitialState())
+        truth_control = None if data is not None else u0
+        background_control, z_b = u_b, jnp.asarray(u_b)
     else:
         if control["transform"] == "log" and not (guess_field > 0).all():
             raise CaseError("[background] first_guess must be > 0 everywhere to estimate the log of a parameter")
-        known = truth_state if kind != "wave" else tuple(map(jnp.asarray, truth_state))
-        control_map = Parameter(estimating, jnp.asarray(known) if kind != "wave" else known, transform=control["transform"])
+        known = tuple(map(jnp.asarray, truth_state)) if kind == "wave" else jnp.asarray(truth_state)
+        control_map = Parameter(estimating, known, transform=control["transform"])
         truth_control = None if data is not None else np.asarray(truth_parameters[estimating]).reshape(grid.shape)
-        background_control = guess_field
-        z_b = control_map.to_control(jnp.asarray(guess_field))
+        background_control, z_b = guess_field, control_map.to_control(jnp.asarray(guess_field))
     fourdvar = StrongConstraint4DVar(truth_model, schedule, values, DiagonalR(sigma), B, z_b, control_map,
                                      checkpoint_every=config["solver"]["checkpoint_every"])
+    known_truth = data is None
     return Problem(case, grid, truth_model, schedule, values, np.asarray(sigma), fourdvar, n_steps,
-                   None if data is not None else truth_state, None if data is not None else truth_model,
+                   truth_state if known_truth else None, truth_model if known_truth else None,
                    truth_control, np.asarray(background_control), clean)
+
+
+def _first(state):
+    return state[0] if isinstance(state, tuple) else state

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -122,3 +123,22 @@ def test_run_bad_input_exits_2_naming_the_field(overrides, message, tmp_path, ca
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("diffphys run: error: ") and message in err, err
+
+
+def test_run_on_a_users_observation_file(tmp_path, capsys):
+    # Data written by one run (analysis.nc, group 'observations') are a valid observation file.
+    assert main(["run", "--out", str(tmp_path / "twin"), "--quiet", *[a for s in REDUCED["heat1d-sparse"] for a in ("--set", s)]]) == 0
+    case = (Path(__file__).resolve().parents[1] / "cases" / "heat1d-sparse.toml").read_text()
+    case = case.replace('sensors = "points"', 'sensors = "file"\nfile = "twin/analysis.nc"')
+    case = "\n".join(line for line in case.splitlines() if not line.startswith(("positions", "every", "missing_fraction")))
+    case = case.replace("[background]", "[background]\nfirst_guess = 0.0")
+    (tmp_path / "mine.toml").write_text(case)
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "mine"), "--set", "grid.n=32",
+                 "--set", "solver.max_iterations=30"]) == 0
+    assert "rmse background" not in capsys.readouterr().out
+    summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
+    assert summary["rmse_background"] is None and summary["rmse_analysis"] is None
+    assert summary["n_observations"] == json.loads((tmp_path / "twin" / "summary.json").read_text())["n_observations"]
+    assert summary["innovation_rms_analysis"] < 0.5 * summary["innovation_rms_background"]
+    with xr.open_dataset(tmp_path / "mine" / "analysis.nc") as ds:
+        assert "truth" not in ds and {"background", "analysis"} <= set(ds.data_vars)
