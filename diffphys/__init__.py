@@ -3,7 +3,10 @@
 The public API is what this module lists.
 """
 
+from . import assimilate as assimilate
 from . import check as check
+from . import io as io
+from . import observe as observe
 from . import plot as plot
 from ._implicit import (
     FixedPointIteration as FixedPointIteration,

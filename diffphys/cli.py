@@ -37,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("diffphys-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--cells", type=_positive_int, default=128, help="grid cells (default: %(default)s)")
     demo.add_argument("--steps", type=_positive_int, default=2000, help="time steps (default: %(default)s)")
+    run = commands.add_parser(
+        "run",
+        help="solve an assimilation case (default: heat1d-sparse) and write analysis.nc, summary.json, plots",
+        description="Solve the 4D-Var assimilation problem of a case file or built-in case (twin experiment or "
+        "your observation file) and write analysis.nc, summary.json, analysis.png and cost.png.",
+    )
+    run.add_argument("case", nargs="?", default=None, metavar="CASE",
+                     help="a case file (.toml) or a built-in case name (see `diffphys cases`; default: heat1d-sparse)")
+    run.add_argument("--out", type=Path, default=None, help="output folder (default: diffphys-runs/CASE)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a case value, e.g. --set solver.max_iterations=20 --set grid.n=64 (repeatable)")
+    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    commands.add_parser("cases", help="list the built-in cases", description="List the built-in cases.")
     return parser
 
 
@@ -50,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "cases":
+            return _cases()
     except (ValueError, TypeError, OSError) as error:
         print(f"diffphys {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -72,6 +89,30 @@ def _demo(args) -> int:
     print(f"  Taylor test rates (expect 2)  {', '.join(f'{r:.2f}' for r in summary['taylor_rates'])}")
     print(f"  dot-product test rel. error   {summary['dot_product_relative_error']:.1e}")
     print(f"  wrote {', '.join(summary['outputs'])} in {summary['wall_time_s']:.1f} s ({summary['backend']})")
+    return 0
+
+
+def _run(args) -> int:
+    import jax
+
+    # Twin experiments and their derivatives are verified in float64; assimilation runs in it too.
+    jax.config.update("jax_enable_x64", True)
+    from ._runner import run_case
+    from .cases import load_case
+
+    case = load_case(args.case, args.overrides)
+    out = args.out if args.out is not None else Path("diffphys-runs") / case.name
+    run_case(case, out, progress=None if args.quiet else (lambda line: print(line, flush=True)))
+    return 0
+
+
+def _cases() -> int:
+    from .cases import builtin_cases
+
+    cases = builtin_cases()
+    width = max(map(len, cases))
+    for name, description in cases.items():
+        print(f"{name:<{width}}  {description}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Matplotlib figures for diffphys results (snapshots of a field, gradients, Taylor tests)."""
+"""Matplotlib figures for diffphys results (snapshots, gradients, Taylor tests, analyses, costs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import numpy as np
 from .check import TaylorResult
 from .grid import Grid1D
 
-__all__ = ["plot_snapshots_1d", "plot_field_1d", "plot_taylor"]
+__all__ = [
+    "plot_analysis_1d",
+    "plot_analysis_2d",
+    "plot_cost",
+    "plot_field_1d",
+    "plot_observation_fit",
+    "plot_snapshots_1d",
+    "plot_taylor",
+]
 
 
 def plot_snapshots_1d(ax, grid: Grid1D, states, times, *, label: str = "u", cmap: str = "viridis"):
@@ -41,4 +49,82 @@ def plot_taylor(ax, result: TaylorResult, *, title: str = "Taylor test"):
     ax.set_xlabel("ε")
     ax.set_title(f"{title}: observed rate {result.rate:.2f}")
     ax.legend(fontsize="small")
+    return ax
+
+
+def _sensor_marks(ax, grid, sensors, *, color="k"):
+    """Mark sensor positions: ticks along the bottom in 1D, dots in 2D."""
+    if sensors is None or len(sensors) == 0:
+        return
+    pts = np.asarray(sensors).reshape(len(sensors), -1)
+    if grid.ndim == 1:
+        ax.plot(pts[:, 0], np.zeros(len(pts)), "^", color=color, ms=8, transform=ax.get_xaxis_transform(),
+                clip_on=False, label="sensors")
+    else:
+        ax.plot(pts[:, 0], pts[:, 1], "o", mfc="none", mec=color, ms=5, label="sensors")
+
+
+def plot_analysis_1d(ax, grid: Grid1D, *, analysis, background, truth=None, sensors=None, label: str = "u"):
+    """Analysis against background and (when known) truth of a 1D field, with sensor positions marked."""
+    x = np.asarray(grid.x)
+    if truth is not None:
+        ax.plot(x, np.asarray(truth), "k", lw=2, label="truth")
+    ax.plot(x, np.asarray(background), ":", color="tab:gray", lw=1.5, label="background")
+    ax.plot(x, np.asarray(analysis), color="tab:red", lw=1.5, label="analysis")
+    _sensor_marks(ax, grid, sensors)
+    ax.set_xlabel("x")
+    ax.set_ylabel(label)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_analysis_2d(axes, grid, *, analysis, background, truth=None, sensors=None, label: str = "u", cmap="viridis"):
+    """Image panels (truth), background, analysis and analysis error of a 2D field, with sensors as circles.
+
+    ``axes`` holds one axis per panel: 4 with a truth, 2 without.
+    """
+    panels = [("background", background), ("analysis", analysis)]
+    if truth is not None:
+        panels = [("truth", truth), *panels, ("analysis − truth", np.asarray(analysis) - np.asarray(truth))]
+    lo = min(float(np.min(f)) for name, f in panels if "−" not in name)
+    hi = max(float(np.max(f)) for name, f in panels if "−" not in name)
+    extent = (0.0, grid.lengths[0], 0.0, grid.lengths[1])
+    for ax, (name, field) in zip(axes, panels):
+        error = "−" in name
+        scale = float(np.max(np.abs(field))) or 1.0
+        image = ax.imshow(np.asarray(field).T, origin="lower", extent=extent, cmap="RdBu_r" if error else cmap,
+                          vmin=-scale if error else lo, vmax=scale if error else hi)
+        _sensor_marks(ax, grid, sensors, color="w" if not error else "k")
+        ax.set_title(f"{name} {label}")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    return axes
+
+
+def plot_observation_fit(ax, times, observed, background, analysis, *, max_sensors: int = 6):
+    """Observed values (dots) and the background (dotted) and analysis (lines) equivalents over time.
+
+    ``observed``, ``background``, ``analysis``: arrays of shape ``(time, sensor)`` (NaN: no value).
+    """
+    colours = [f"C{i}" for i in range(10)]
+    for s in range(min(np.shape(observed)[1], max_sensors)):
+        c = colours[s % 10]
+        ax.plot(times, np.asarray(observed)[:, s], "o", color=c, ms=3)
+        ax.plot(times, np.asarray(background)[:, s], ":", color=c, lw=1)
+        ax.plot(times, np.asarray(analysis)[:, s], "-", color=c, lw=1.2, label=f"sensor {s}")
+    ax.set_xlabel("t")
+    ax.set_title("observations (dots), background (dotted) and analysis (lines) at the sensors", fontsize="small")
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def plot_cost(ax, costs, *, title: str = "4D-Var cost"):
+    """The cost per iteration on a logarithmic axis."""
+    costs = np.asarray(costs)
+    ax.semilogy(np.arange(len(costs)), costs, "o-", ms=3)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("J")
+    ax.set_title(f"{title}: {costs[0]:.3g} → {costs[-1]:.3g}")
+    ax.grid(True, which="both", alpha=0.3)
     return ax

@@ -3,7 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import xarray as xr
 
 from diffphys.cli import main
@@ -37,3 +39,106 @@ def test_cli_errors_exit_non_zero_with_a_message_and_no_traceback(tmp_path):
 def test_cli_without_command_prints_help(capsys):
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+# Each built-in case at reduced size (the full-size numbers are in the README).
+REDUCED = {
+    "heat1d-sparse": ["grid.n=32", "solver.max_iterations=30", "observations.every=0.05"],
+    "advection2d-sparse": ["grid.n=[16, 16]", "solver.max_iterations=20", "window.duration=0.4", "observations.every=0.05"],
+    "wave1d-initial": ["grid.n=48", "solver.max_iterations=40", "observations.every=0.02"],
+    "heat2d-diffusivity": ["grid.n=[12, 12]", "observations.stride=2", "observations.offset=0",
+                           "solver.max_iterations=15", "observations.every=0.2"],
+}
+SUMMARY_KEYS = ("case", "rmse_background", "rmse_analysis", "cost_initial", "cost_final", "iterations", "converged",
+                "wall_time_s")
+
+
+@pytest.mark.parametrize("case", REDUCED)
+def test_run_every_builtin_case_at_reduced_size(case, tmp_path, capsys):
+    overrides = [arg for setting in REDUCED[case] for arg in ("--set", setting)]
+    name = [] if case == "heat1d-sparse" else [case]  # no name: the default case
+    assert main(["run", *name, "--out", str(tmp_path), *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert f"diffphys run: {case}" in printed and "iteration    0   cost" in printed and "rmse background" in printed
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(key in summary for key in SUMMARY_KEYS)
+    assert summary["case"] == case
+    assert summary["rmse_analysis"] < summary["rmse_background"]
+    assert summary["cost_final"] < summary["cost_initial"]
+    assert summary["innovation_rms_analysis"] < summary["innovation_rms_background"]
+    for picture in ("analysis.png", "cost.png"):
+        assert (tmp_path / picture).stat().st_size > 10_000
+    with xr.open_dataset(tmp_path / "analysis.nc") as ds:
+        assert {"truth", "background", "analysis"} <= set(ds.data_vars)
+        assert ds["analysis"].dims[0] == "time" and ds["analysis"].attrs["long_name"] == "analysis state"
+    with xr.open_dataset(tmp_path / "analysis.nc", group="observations") as obs:
+        assert obs["value"].dims == ("time", "sensor")
+        assert {"sigma", "truth", "background", "analysis"} <= set(obs.data_vars)
+    if case == "heat2d-diffusivity":
+        parameter = summary["parameter"]
+        assert parameter["name"] == "kappa" and parameter["rmse_analysis"] == summary["rmse_analysis"]
+        assert parameter["relative_error_analysis"] < parameter["relative_error_background"]
+        assert set(parameter["truth"]) == {"mean", "min", "max"}
+        with xr.open_dataset(tmp_path / "analysis.nc") as ds:
+            assert {"kappa_truth", "kappa_background", "kappa_analysis"} <= set(ds.data_vars)
+
+
+def test_cases_command_lists_the_builtin_cases(capsys):
+    assert main(["cases"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "wave1d-initial"]
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_run_errors_exit_2_with_the_message_and_no_traceback(tmp_path):
+    for args, message in (
+        (["run", "heat1d"], ("diffphys run: error: unknown case 'heat1d': not a file, and the built-in cases are "
+                             "['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'wave1d-initial'] "
+                             "(did you mean 'heat1d-sparse'?)")),
+        (["run", "--set", "solver.max_iteration=5"], "unknown key 'max_iteration' in [solver]"),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "diffphys.cli", *args], capture_output=True, text=True, cwd=tmp_path,
+                              check=False)
+        assert proc.returncode == 2, proc
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["observations.positions=[0.5, 1.2]"], "sensor 1 at x=1.2 lies outside the domain; valid coordinates are 0 <= x <= 1"),
+        (["observations.every=", "observations.times=[0.2, 0.1]"], "observation times are not sorted"),
+        (["observations.every=", "observations.times=[0.1, 0.1]"], "duplicate observation time t=0.1"),
+        (["observations.every=", "observations.times=[0.1, 0.9]"], "t=0.9 (position 1) lies outside the assimilation window [0, 0.5]"),
+        (["observations.sigma=-1"], "[observations] sigma must be a number > 0"),
+        (["background.length_scale=0"], "[background] length_scale must be a number > 0, got 0"),
+        (["observations.sigma=[0.1, 0.2]"], "[observations]: sigma has shape (2,); it must be a scalar, (6,) (one per sensor)"),
+        (["observations.sensors=file", "observations.file=nothing.csv", "observations.positions=", "observations.every="],
+         "[observations] file: observation file"),
+    ],
+)
+def test_run_bad_input_exits_2_naming_the_field(overrides, message, tmp_path, capsys):
+    args = ["run", "--out", str(tmp_path)] + [arg for setting in overrides for arg in ("--set", setting)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffphys run: error: ") and message in err, err
+
+
+def test_run_on_a_users_observation_file(tmp_path, capsys):
+    # Data written by one run (analysis.nc, group 'observations') are a valid observation file.
+    assert main(["run", "--out", str(tmp_path / "twin"), "--quiet", *[a for s in REDUCED["heat1d-sparse"] for a in ("--set", s)]]) == 0
+    case = (Path(__file__).resolve().parents[1] / "cases" / "heat1d-sparse.toml").read_text()
+    case = case.replace('sensors = "points"', 'sensors = "file"\nfile = "twin/analysis.nc"')
+    case = "\n".join(line for line in case.splitlines() if not line.startswith(("positions", "every", "missing_fraction")))
+    case = case.replace("[background]", "[background]\nfirst_guess = 0.0")
+    (tmp_path / "mine.toml").write_text(case)
+    assert main(["run", str(tmp_path / "mine.toml"), "--out", str(tmp_path / "mine"), "--set", "grid.n=32",
+                 "--set", "solver.max_iterations=30"]) == 0
+    assert "rmse background" not in capsys.readouterr().out
+    summary = json.loads((tmp_path / "mine" / "summary.json").read_text())
+    assert summary["rmse_background"] is None and summary["rmse_analysis"] is None
+    assert summary["n_observations"] == json.loads((tmp_path / "twin" / "summary.json").read_text())["n_observations"]
+    assert summary["innovation_rms_analysis"] < 0.5 * summary["innovation_rms_background"]
+    with xr.open_dataset(tmp_path / "mine" / "analysis.nc") as ds:
+        assert "truth" not in ds and {"background", "analysis"} <= set(ds.data_vars)

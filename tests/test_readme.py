@@ -15,6 +15,8 @@ def test_readme_tour_runs():
     assert namespace["trajectory"].shape == (5, 100)
     assert namespace["gradient"].shape == (100,)
     assert namespace["batch"].shape == (8, 200)
+    assert namespace["result"].costs[-1] < namespace["result"].costs[0]
+    assert namespace["observations"]["value"].dims == ("time", "sensor")
 
 
 def test_readme_quick_start_has_exactly_two_commands():
@@ -23,4 +25,4 @@ def test_readme_quick_start_has_exactly_two_commands():
     commands = re.findall(r"```bash\n(.*?)```", quick, flags=re.S)
     assert len(commands) == 1
     lines = [line for line in commands[0].splitlines() if line.strip()]
-    assert lines == ['python -m pip install . && diffphys demo', 'python -m pip install ".[test]" && python -m pytest']
+    assert lines == ['python -m pip install . && diffphys run', 'python -m pip install ".[test]" && python -m pytest']

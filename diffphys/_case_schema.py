@@ -1,0 +1,278 @@
+"""The schema of case files: every section and key, its type, default and meaning, and their checks.
+
+Each checker takes ``(value, where)`` and returns the normalised value or raises :class:`CaseError`
+naming the field (``where``) and what would be valid. See :mod:`diffphys.cases`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["REQUIRED", "SCHEMA", "CaseError", "check_consistency", "check_known"]
+
+
+class CaseError(ValueError):
+    """A case file (or an override) that is not valid; the message names the field and what is valid."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Value checkers: each takes (value, where) and returns the normalised value or raises CaseError.
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _number(*, integer=False, minimum=None, maximum=None, exclusive_min=False, exclusive_max=False):
+    bounds = []
+    if minimum is not None:
+        bounds.append(f"{'>' if exclusive_min else '>='} {minimum:g}")
+    if maximum is not None:
+        bounds.append(f"{'<' if exclusive_max else '<='} {maximum:g}")
+    what = ("an integer" if integer else "a number") + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(v, where):
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if integer else _is_number(v)
+        if ok and minimum is not None:
+            ok = v > minimum if exclusive_min else v >= minimum
+        if ok and maximum is not None:
+            ok = v < maximum if exclusive_max else v <= maximum
+        if not ok:
+            raise CaseError(f"{where} must be {what}, got {v!r}")
+        return v if integer else float(v)
+
+    check.what = what
+    return check
+
+
+def _one_or_pair(check_one):
+    def check(v, where):
+        if isinstance(v, list):
+            if len(v) != 2:
+                raise CaseError(f"{where} must be {check_one.what} or a pair of them (one per axis), got {v!r}")
+            return [check_one(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return check_one(v, where)
+
+    check.what = f"{check_one.what} or a pair of them"
+    return check
+
+
+def _choice(*options):
+    def check(v, where):
+        if v not in options:
+            hint = difflib.get_close_matches(str(v), options, n=1)
+            raise CaseError(f"{where} must be one of {list(options)}, got {v!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return v
+
+    check.what = f"one of {list(options)}"
+    return check
+
+
+def _text(v, where):
+    if not isinstance(v, str):
+        raise CaseError(f"{where} must be a string, got {v!r}")
+    return v
+
+
+def _flag(v, where):
+    if not isinstance(v, bool):
+        raise CaseError(f"{where} must be true or false, got {v!r}")
+    return v
+
+
+def _field(v, where):
+    """A number, or an expression string of the coordinates (evaluated later, on the grid)."""
+    if _is_number(v) or isinstance(v, str):
+        return float(v) if _is_number(v) else v
+    raise CaseError(f"{where} must be a number or an expression of x (and y) in quotes, got {v!r}")
+
+
+def _field_or_pair(v, where):
+    return [_field(x, f"{where}[{i}]") for i, x in enumerate(v)] if isinstance(v, list) else _field(v, where)
+
+
+def _numbers(v, where):
+    if not (isinstance(v, list) and v and all(_is_number(x) for x in v)):
+        raise CaseError(f"{where} must be a non-empty list of numbers, got {v!r}")
+    return [float(x) for x in v]
+
+
+def _positive_or_list(v, where):
+    values = v if isinstance(v, list) else [v]
+    if not (values and all(_is_number(x) and x > 0 for x in values)):
+        raise CaseError(f"{where} must be a number > 0 or a list of them (one per sensor), got {v!r}")
+    return [float(x) for x in values] if isinstance(v, list) else float(v)
+
+
+def _positions(v, where):
+    ok = isinstance(v, list) and v and (
+        all(_is_number(x) for x in v) or all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in v)
+    )
+    if not ok:
+        raise CaseError(f"{where} must be a list of x values (1D) or of [x, y] pairs (2D), got {v!r}")
+    return v
+
+
+def _boundary(v, where):
+    names = ("periodic", "dirichlet", "neumann")
+    flat = v if isinstance(v, list) else [v]
+    flat = [x for item in flat for x in (item if isinstance(item, list) else [item])]
+    for x in flat:
+        _choice(*names)(x, where)
+    return v
+
+
+_POSITIVE = _number(minimum=0, exclusive_min=True)
+_POSITIVE_INT = _number(integer=True, minimum=1)
+REQUIRED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Key:
+    check: Callable[[Any, str], Any]
+    default: Any
+    doc: str
+
+
+SCHEMA: dict[str, dict[str, _Key]] = {
+    "": {
+        "name": _Key(_text, None, "case name (default: the file name)"),
+        "description": _Key(_text, "", "one-line description"),
+        "seed": _Key(_number(integer=True, minimum=0), 0, "PRNG seed of the twin experiment (noise, background)"),
+    },
+    "grid": {
+        "n": _Key(_one_or_pair(_number(integer=True, minimum=4)), REQUIRED, "cells: n (1D) or [nx, ny] (2D)"),
+        "length": _Key(_one_or_pair(_POSITIVE), 1.0, "domain length L or [Lx, Ly]"),
+        "bc": _Key(_boundary, "periodic", "boundary: a name, [left, right], or [bc_x, bc_y] in 2D (homogeneous)"),
+    },
+    "model": {
+        "kind": _Key(_choice("heat", "advection", "wave"), REQUIRED, "the PDE"),
+        "kappa": _Key(_field, None, "heat: diffusivity κ(x) (number or expression)"),
+        "velocity": _Key(_field_or_pair, None, "advection: velocity, [vx, vy] in 2D"),
+        "speed": _Key(_field, None, "wave: wave speed c(x)"),
+        "source": _Key(_field, None, "heat/wave: source term f(x)"),
+        "scheme": _Key(_text, None, "time scheme (model default if absent)"),
+        "reconstruction": _Key(_choice("weno5", "upwind"), "weno5", "advection: face reconstruction"),
+        "dt": _Key(_POSITIVE, None, "time step (default: the largest stable step that hits every observation time)"),
+    },
+    "truth": {
+        "initial": _Key(_field, None, "true initial state u(x, 0) (required for twin experiments)"),
+        "initial_velocity": _Key(_field, 0.0, "wave: true ∂u/∂t(x, 0) (known to the assimilation)"),
+    },
+    "window": {
+        "duration": _Key(_POSITIVE, REQUIRED, "the assimilation window is [0, duration]"),
+    },
+    "observations": {
+        "sensors": _Key(_choice("points", "footprints", "grid", "file"), "points", "sensor kind"),
+        "positions": _Key(_positions, None, "points/footprints: x values (1D) or [x, y] pairs (2D)"),
+        "radius": _Key(_POSITIVE, None, "footprints: averaging radius"),
+        "stride": _Key(_one_or_pair(_POSITIVE_INT), None, "grid: observe every stride-th cell"),
+        "offset": _Key(_one_or_pair(_number(integer=True, minimum=0)), 0, "grid: first observed cell"),
+        "times": _Key(_numbers, None, "observation times (strictly increasing, in the window)"),
+        "every": _Key(_POSITIVE, None, "or: observe at every, 2*every, ... <= duration"),
+        "sigma": _Key(_positive_or_list, None, "observation-error σ (and the twin's noise): one or one per sensor"),
+        "missing_fraction": _Key(_number(minimum=0, maximum=1, exclusive_max=True), 0.0, "twin: fraction of lost observations"),
+        "file": _Key(_text, None, "file: observations from a .nc or .csv file (path relative to the case file)"),
+    },
+    "background": {
+        "sigma": _Key(_POSITIVE, REQUIRED, "background-error σ_b (of the control; of log p for a log parameter)"),
+        "length_scale": _Key(_one_or_pair(_POSITIVE), REQUIRED, "correlation length L of B"),
+        "first_guess": _Key(_field, None, "the background (default: truth + a draw from B)"),
+    },
+    "control": {
+        "kind": _Key(_choice("initial_state", "parameter"), "initial_state", "what is estimated"),
+        "parameter": _Key(_text, None, "parameter: the model's field (kappa, speed, source, velocity)"),
+        "transform": _Key(_choice("log", "identity"), "log", "parameter: estimate log p (stays positive) or p"),
+    },
+    "solver": {
+        "method": _Key(_choice("lbfgs", "adam"), "lbfgs", "gradient method on the 4D-Var cost"),
+        "max_iterations": _Key(_POSITIVE_INT, 100, "iteration budget"),
+        "gtol": _Key(_POSITIVE, 1e-5, "stop when |∇J| <= gtol |∇J(background)|"),
+        "learning_rate": _Key(_POSITIVE, 0.05, "adam: step size"),
+        "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps)"),
+    },
+    "output": {
+        "snapshots": _Key(_number(integer=True, minimum=2), 5, "states saved over the window in analysis.nc"),
+        "plots": _Key(_flag, True, "write analysis.png and cost.png"),
+    },
+}
+
+_MODEL_KEYS = {
+    "heat": ("kind", "kappa", "source", "scheme", "dt"),
+    "advection": ("kind", "velocity", "scheme", "reconstruction", "dt"),
+    "wave": ("kind", "speed", "source", "scheme", "dt"),
+}
+_PHYSICAL = {"heat": "kappa", "advection": "velocity", "wave": "speed"}
+_PARAMETERS = {"heat": ("kappa", "source"), "advection": ("velocity",), "wave": ("speed", "source")}
+
+
+def _did_you_mean(name: str, valid) -> str:
+    hint = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def check_known(raw: dict, origin: str) -> None:
+    """Every section and key of ``raw`` must be in the schema (typos are errors, not ignored)."""
+    sections = [s for s in SCHEMA if s]
+    for name, value in raw.items():
+        if name in sections and not isinstance(value, dict):
+            raise CaseError(f"{origin}: [{name}] must be a table (a section of keys), got {value!r}")
+        if isinstance(value, dict):
+            if name not in sections:
+                raise CaseError(
+                    f"{origin}: unknown section [{name}]; valid sections are {sections}{_did_you_mean(name, sections)}"
+                )
+            for key in value:
+                if key not in SCHEMA[name]:
+                    raise CaseError(
+                        f"{origin}: unknown key {key!r} in [{name}]; valid keys are {list(SCHEMA[name])}"
+                        f"{_did_you_mean(key, SCHEMA[name])}"
+                    )
+        elif name not in SCHEMA[""]:
+            raise CaseError(
+                f"{origin}: unknown top-level key {name!r}; valid are {list(SCHEMA[''])} and the sections "
+                f"{sections}{_did_you_mean(name, [*SCHEMA[''], *sections])}"
+            )
+
+
+def check_consistency(config: dict, model_keys: set, origin: str) -> None:
+    """Checks that involve several keys: which keys go with which kinds, and what each kind needs."""
+    model, obs, control = config["model"], config["observations"], config["control"]
+    kind = model["kind"]
+    for key in sorted(model_keys - set(_MODEL_KEYS[kind])):
+        raise CaseError(f"{origin}: [model] {key} does not apply to kind {kind!r}; its keys are {list(_MODEL_KEYS[kind])}")
+    if model[_PHYSICAL[kind]] is None:
+        raise CaseError(f"{origin}: [model] {_PHYSICAL[kind]} is required for kind {kind!r}")
+    two_d = isinstance(config["grid"]["n"], list)
+    if kind == "advection" and two_d != isinstance(model["velocity"], list):
+        raise CaseError(f"{origin}: [model] velocity must be {'[vx, vy]' if two_d else 'one value'} on a {2 if two_d else 1}D grid")
+    sensors = obs["sensors"]
+    needs = {"points": ("positions",), "footprints": ("positions", "radius"), "grid": ("stride",), "file": ("file",)}
+    for key in needs[sensors]:
+        if obs[key] is None:
+            raise CaseError(f"{origin}: [observations] {key} is required for sensors = {sensors!r}")
+    if sensors == "file":
+        clash = [k for k in ("positions", "radius", "stride", "times", "every") if obs[k] is not None]
+        if clash:
+            raise CaseError(f"{origin}: [observations] {clash} cannot be combined with sensors = 'file' (the file gives them)")
+    else:
+        if (obs["times"] is None) == (obs["every"] is None):
+            raise CaseError(f"{origin}: [observations] give exactly one of times (a list) or every (a spacing)")
+        if obs["sigma"] is None:
+            raise CaseError(f"{origin}: [observations] sigma is required (the observation-error standard deviation)")
+        if config["truth"]["initial"] is None:
+            raise CaseError(f"{origin}: [truth] initial is required for a twin experiment (or use sensors = 'file')")
+    if control["kind"] == "parameter":
+        valid = _PARAMETERS[kind] if not (kind == "advection" and two_d) else ()
+        if control["parameter"] not in valid:
+            raise CaseError(
+                f"{origin}: [control] parameter must be one of {list(valid)} for a {'2D ' if two_d else ''}{kind} model, "
+                f"got {control['parameter']!r}"
+            )
+        if config["background"]["first_guess"] is None:
+            raise CaseError(f"{origin}: [background] first_guess is required to estimate a parameter")
+        if sensors == "file" and config["truth"]["initial"] is None:
+            raise CaseError(f"{origin}: [truth] initial is required: a parameter case needs the known initial state")

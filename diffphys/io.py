@@ -1,0 +1,350 @@
+"""xarray datasets and NetCDF files for observations and trajectories, with CF-style attributes.
+
+xarray stays at the edges: these functions turn the arrays of the numerical core into labelled
+datasets (and back) for files, notebooks and the command line.
+
+* An **observation dataset** has dims ``(time, sensor)``: variables ``value`` and ``sigma`` (NaN
+  where a sensor did not report at a time), sensor coordinates ``x`` (and ``y``) along ``sensor``,
+  and the attribute ``sensor_kind`` (``"point"``, ``"footprint"`` with ``footprint_radius``, or
+  ``"cell"``). Sensor sets that change over time become the union of all sensors, with NaN where a
+  sensor is absent: the NaN masks of the 4D-Var residuals make that equivalent.
+* A **trajectory dataset** has dims ``(time, x[, y])`` with one variable per state field.
+
+Reading user files: :func:`read_observations` accepts NetCDF (an observation dataset, in the root
+group or in a group ``observations`` as ``diffphys run`` writes it) or CSV with a header and the
+columns ``time, x[, y], value[, sigma]``, one row per observation, rows sorted by time.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .grid import AbstractGrid
+from .observe import FootprintAverage, GridMask, ObservationSchedule, PointSensors
+
+__all__ = [
+    "dataset_to_observations",
+    "observations_to_dataset",
+    "open_netcdf",
+    "read_observations",
+    "trajectory_to_dataset",
+    "write_netcdf",
+]
+
+_AXES = ("x", "y")
+CONVENTIONS = "CF-1.8"
+
+
+def observations_to_dataset(
+    schedule: ObservationSchedule,
+    values,
+    sigma=None,
+    *,
+    extra: dict | None = None,
+    name: str = "u",
+    long_name: str = "observed value",
+    units: str = "1",
+    length_units: str = "m",
+    time_units: str = "s",
+) -> xr.Dataset:
+    """An observation dataset (dims ``time``, ``sensor``) from a schedule and its stacked values.
+
+    **Arguments:**
+
+    - ``schedule``: the :class:`~diffphys.observe.ObservationSchedule`; all its operators must be of
+      one kind (point sensors, footprints of one radius, or grid cells).
+    - ``values``: the stacked observations (length ``schedule.size``), NaN where missing.
+    - ``sigma``: their error standard deviations (scalar, per sensor or stacked; optional).
+    - ``extra``: more stacked vectors to store the same way, e.g. ``{"analysis": H(x_a)}``.
+    - ``name``, ``long_name``, ``units``: what is observed (the ``observed_field`` attribute and the
+      ``value`` variable's attributes); ``length_units``, ``time_units``: of the coordinates.
+
+    **Returns:** an ``xarray.Dataset``.
+    """
+    kinds = {op.kind for op in schedule.operators}
+    radii = {getattr(op, "radius", None) for op in schedule.operators}
+    if len(kinds) != 1 or len(radii) != 1:
+        raise ValueError(
+            f"observations_to_dataset: the schedule mixes sensor kinds {sorted(kinds)} (radii {sorted(map(str, radii))}); "
+            "a dataset holds one kind: write one dataset per kind"
+        )
+    kind = kinds.pop()
+    values = np.asarray(values, dtype=float)
+    if values.shape != (schedule.size,):
+        raise ValueError(f"observations_to_dataset: values have shape {values.shape}, expected ({schedule.size},)")
+    # The union of all sensors, in order of first appearance; each time fills its columns.
+    sensors: dict[tuple, int] = {}
+    columns = []
+    for k in range(len(schedule.times)):
+        locations = [tuple(p) for p in schedule.operator_at(k).locations.tolist()]
+        if len(set(locations)) != len(locations):
+            raise ValueError(f"observations_to_dataset: two sensors share a location at time {schedule.times[k]:g}")
+        columns.append([sensors.setdefault(p, len(sensors)) for p in locations])
+    rows = np.repeat(np.arange(len(schedule.times)), schedule.sizes)
+    cols = np.concatenate(columns)
+
+    def table(stacked):
+        out = np.full((len(schedule.times), len(sensors)), np.nan)
+        out[rows, cols] = stacked
+        return out
+
+    dims = ("time", "sensor")
+    data = {"value": (dims, table(values), {"long_name": long_name, "units": units})}
+    if sigma is not None:
+        s = schedule.per_observation(sigma, "observations_to_dataset: sigma")
+        data["sigma"] = (dims, table(s), {"long_name": f"standard deviation of the {long_name} error", "units": units})
+    for key, stacked in (extra or {}).items():
+        data[key] = (dims, table(np.asarray(stacked, dtype=float)), {"long_name": f"{key} equivalent of the {long_name}", "units": units})
+    locations = np.array(list(sensors), dtype=float).reshape(len(sensors), -1)
+    coords = {
+        "time": ("time", np.asarray(schedule.times), {"long_name": "observation time", "units": time_units}),
+        "sensor": ("sensor", np.arange(len(sensors)), {"long_name": "sensor index"}),
+    }
+    for a in range(locations.shape[1]):
+        coords[_AXES[a]] = ("sensor", locations[:, a], {"long_name": f"sensor {_AXES[a]} position", "units": length_units})
+    attrs = {"Conventions": CONVENTIONS, "title": "diffphys observations", "sensor_kind": kind,
+             "observed_field": name, "field_index": schedule.field}
+    if kind == "footprint":
+        attrs["footprint_radius"] = radii.pop()
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _sensor_operator(ds: xr.Dataset, grid: AbstractGrid):
+    axes = _AXES[: grid.ndim]
+    missing = [a for a in axes if a not in ds.coords and a not in ds]
+    if missing:
+        raise ValueError(
+            f"observation dataset: missing sensor coordinate(s) {missing} along 'sensor' for a {grid.ndim}D grid"
+        )
+    points = np.stack([np.asarray(ds[a].values, dtype=float) for a in axes], axis=1)
+    kind = ds.attrs.get("sensor_kind", "point")
+    if kind == "point":
+        return PointSensors(grid, points), np.arange(len(points))
+    if kind == "footprint":
+        if "footprint_radius" not in ds.attrs:
+            raise ValueError("observation dataset: sensor_kind 'footprint' needs the attribute footprint_radius")
+        return FootprintAverage(grid, points, float(ds.attrs["footprint_radius"])), np.arange(len(points))
+    if kind == "cell":
+        index = [np.rint(points[:, a] / h - 0.5).astype(int) for a, h in enumerate(grid.spacing)]
+        centres = np.stack([(i + 0.5) * h for i, h in zip(index, grid.spacing)], axis=1)
+        if not np.allclose(centres, points, rtol=0, atol=1e-9 * min(grid.spacing)):
+            raise ValueError("observation dataset: sensor_kind 'cell' needs sensors at cell centres of the grid")
+        mask = np.zeros(grid.shape, bool)
+        mask[tuple(index)] = True
+        flat = np.ravel_multi_index(tuple(index), grid.shape) if grid.ndim == 2 else index[0]
+        return GridMask(grid, mask), np.argsort(flat)
+    raise ValueError(f"observation dataset: unknown sensor_kind {kind!r}; valid are ['cell', 'footprint', 'point']")
+
+
+def dataset_to_observations(
+    ds: xr.Dataset, grid: AbstractGrid, *, dt: float, t0: float = 0.0, t_end: float | None = None,
+    default_sigma: float | None = None,
+) -> tuple[ObservationSchedule, np.ndarray, np.ndarray]:
+    """A schedule, stacked values and σ from an observation dataset, for a model grid and time step.
+
+    Every time observes the dataset's whole sensor set; absent values (NaN) are masked in 4D-Var.
+    Times must be strictly increasing, within ``[t0, t_end]`` and on the model's time grid.
+
+    **Arguments:** ``ds`` (see the module docstring); ``grid``; ``dt``, ``t0``, ``t_end`` (the
+    window); ``default_sigma`` (used where the dataset has no ``sigma`` variable).
+
+    **Returns:** ``(schedule, values, sigma)``, the last two stacked (length ``schedule.size``).
+    """
+    if "value" not in ds:
+        raise ValueError(f"observation dataset: no variable 'value'; found {sorted(ds.data_vars)}")
+    value = ds["value"]
+    if value.dims != ("time", "sensor"):
+        raise ValueError(f"observation dataset: 'value' must have dims ('time', 'sensor'), got {value.dims}")
+    operator, order = _sensor_operator(ds, grid)
+    times = np.asarray(ds["time"].values, dtype=float)
+    schedule = ObservationSchedule(times, operator, dt=dt, t0=t0, t_end=t_end, field=int(ds.attrs.get("field_index", 0)))
+    values = np.asarray(value.values, dtype=float)[:, order]
+    if "sigma" in ds:
+        sigma = np.broadcast_to(np.asarray(ds["sigma"].transpose(*value.dims).values, dtype=float), values.shape)[:, order]
+    elif default_sigma is not None:
+        sigma = np.full(values.shape, float(default_sigma))
+    else:
+        raise ValueError("observation dataset: no 'sigma' variable; give the observation error (e.g. noise.sigma in a case file)")
+    present = np.isfinite(values)
+    bad = present & ~(np.isfinite(sigma) & (sigma > 0))
+    if bad.any():
+        k, s = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"observation dataset: sigma at time {times[k]:g}, sensor {int(order[s])} is {float(sigma[k, s])!r}; "
+            "every observed value needs a finite sigma > 0"
+        )
+    return schedule, values.ravel(), np.where(present, sigma, 1.0).ravel()
+
+
+def trajectory_to_dataset(
+    grid: AbstractGrid,
+    states,
+    times,
+    *,
+    names: str | tuple[str, ...] = "u",
+    long_names: str | tuple[str, ...] = "state",
+    units: str | tuple[str, ...] = "1",
+    fields: dict | None = None,
+    length_units: str = "m",
+    time_units: str = "s",
+    attrs: dict | None = None,
+) -> xr.Dataset:
+    """A trajectory dataset (dims ``time``, ``x``[, ``y``]) from saved states.
+
+    **Arguments:**
+
+    - ``grid``; ``states``: shape ``(T, *grid)``, or a tuple of such arrays for a tuple state;
+      ``times``: the ``T`` times.
+    - ``names``, ``long_names``, ``units``: one per state field (a tuple for tuple states).
+    - ``fields``: time-independent fields to add, ``{name: (array of the grid's shape, attrs)}``
+      (e.g. a diffusivity field).
+    - ``attrs``: global attributes to add.
+
+    **Returns:** an ``xarray.Dataset``.
+    """
+    states = states if isinstance(states, tuple) else (states,)
+    names, long_names, units = (v if isinstance(v, tuple) else (v,) for v in (names, long_names, units))
+    if not len(states) == len(names) == len(long_names) == len(units):
+        raise ValueError(f"trajectory_to_dataset: {len(states)} state fields but {len(names)} names")
+    times = np.asarray(times, dtype=float)
+    space = _AXES[: grid.ndim]
+    data = {}
+    for state, name, long_name, unit in zip(states, names, long_names, units):
+        arr = np.asarray(state, dtype=float)
+        if arr.shape != (len(times), *grid.shape):
+            raise ValueError(
+                f"trajectory_to_dataset: field {name!r} has shape {arr.shape}, expected {(len(times), *grid.shape)}"
+            )
+        data[name] = (("time", *space), arr, {"long_name": long_name, "units": unit})
+    for name, (arr, field_attrs) in (fields or {}).items():
+        data[name] = (space, np.asarray(arr, dtype=float), dict(field_attrs))
+    coords = {"time": ("time", times, {"long_name": "time", "units": time_units})}
+    for a, axis in enumerate(space):
+        coords[axis] = (axis, np.asarray(getattr(grid, axis)), {"long_name": f"cell-centre {axis} position", "units": length_units})
+    return xr.Dataset(data, coords=coords, attrs={"Conventions": CONVENTIONS, **(attrs or {})})
+
+
+def write_netcdf(ds: xr.Dataset, path, *, group: str | None = None, mode: str = "w") -> Path:
+    """Write ``ds`` to a NetCDF-4 file (lossless: float64 values and NaNs are kept bit for bit).
+
+    ``group`` writes into a NetCDF group; ``mode="a"`` adds a group to an existing file.
+    """
+    path = Path(path)
+    ds.to_netcdf(path, mode=mode, group=group, engine="netcdf4", format="NETCDF4")
+    return path
+
+
+def open_netcdf(path, *, group: str | None = None) -> xr.Dataset:
+    """Load a NetCDF file written by :func:`write_netcdf` into memory (no time decoding)."""
+    return xr.load_dataset(path, group=group, engine="netcdf4", decode_timedelta=False, decode_times=False)
+
+
+def read_observations(path, *, default_sigma: float | None = None) -> xr.Dataset:
+    """Read a user's observation file (NetCDF or CSV) into an observation dataset.
+
+    **Arguments:**
+
+    - ``path``: a ``.nc`` file with an observation dataset (root group, or group
+      ``observations``), or a ``.csv`` file with a header row and columns ``time``, ``x`` (and
+      ``y`` for 2D), ``value`` and optionally ``sigma``: one row per observation, rows sorted by
+      time; empty or ``nan`` values are missing observations.
+    - ``default_sigma``: σ for a CSV file without a ``sigma`` column (otherwise the dataset has no
+      ``sigma``, and :func:`dataset_to_observations` needs one).
+
+    **Returns:** an ``xarray.Dataset`` as described in the module docstring.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"observation file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".nc", ".nc4", ".netcdf"):
+        ds = open_netcdf(path)
+        if "value" not in ds:
+            import netCDF4
+
+            with netCDF4.Dataset(path) as nc:
+                groups = list(nc.groups)
+            if "observations" not in groups:
+                raise ValueError(
+                    f"observation file {str(path)!r} has no variable 'value' (variables: {sorted(ds.data_vars)}) and "
+                    "no group 'observations'"
+                )
+            ds = open_netcdf(path, group="observations")
+        return ds
+    if suffix == ".csv":
+        return _read_csv(path, default_sigma)
+    raise ValueError(f"observation file {str(path)!r}: unknown format {suffix!r}; valid are .nc and .csv")
+
+
+def _read_csv(path: Path, default_sigma: float | None) -> xr.Dataset:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        rows = [r for r in reader if any(c.strip() for c in r)]
+    axes = [a for a in _AXES if a in header]
+    required = ["time", "x", "value"]
+    unknown = [h for h in header if h not in ("time", "x", "y", "value", "sigma")]
+    if any(r not in header for r in required) or unknown:
+        raise ValueError(
+            f"observation file {str(path)!r}: columns {header}; a CSV needs the columns time, x[, y], value[, sigma]"
+            + (f" (unknown: {unknown})" if unknown else "")
+        )
+    table = np.full((len(rows), len(header)), np.nan)
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"observation file {str(path)!r}, line {i + 2}: {len(row)} fields, expected {len(header)}")
+        for j, cell in enumerate(row):
+            text = cell.strip()
+            try:
+                table[i, j] = float(text) if text else math.nan
+            except ValueError:
+                raise ValueError(
+                    f"observation file {str(path)!r}, line {i + 2}, column {header[j]!r}: {text!r} is not a number"
+                ) from None
+    if not rows:
+        raise ValueError(f"observation file {str(path)!r} has no observations")
+    col = {h: table[:, j] for j, h in enumerate(header)}
+    for name in ["time", *axes]:
+        bad = np.flatnonzero(~np.isfinite(col[name]))
+        if bad.size:
+            raise ValueError(f"observation file {str(path)!r}, line {int(bad[0]) + 2}: {name} is missing or not finite")
+    t = col["time"]
+    down = np.flatnonzero(np.diff(t) < 0)
+    if down.size:
+        i = int(down[0])
+        raise ValueError(
+            f"observation file {str(path)!r}: rows are not sorted by time: line {i + 3} (time {t[i + 1]:g}) comes after "
+            f"line {i + 2} (time {t[i]:g}); sort the rows by time"
+        )
+    times = np.unique(t)
+    locations = np.stack([col[a] for a in axes], axis=1)
+    sensors, sensor_of_row = np.unique(locations, axis=0, return_inverse=True)
+    time_of_row = np.searchsorted(times, t)
+    seen: dict[tuple[int, int], int] = {}
+    for i, key in enumerate(zip(time_of_row.tolist(), sensor_of_row.reshape(-1).tolist())):
+        if key in seen:
+            raise ValueError(
+                f"observation file {str(path)!r}: duplicate observation of the sensor at {tuple(float(c) for c in locations[i])} at time "
+                f"{t[i]:g} (lines {seen[key] + 2} and {i + 2}); give one value per sensor and time"
+            )
+        seen[key] = i
+    shape = (len(times), len(sensors))
+    value = np.full(shape, np.nan)
+    value[time_of_row, sensor_of_row.reshape(-1)] = col["value"]
+    dims = ("time", "sensor")
+    data = {"value": (dims, value, {"long_name": "observed value", "units": "1"})}
+    if "sigma" in col or default_sigma is not None:
+        sigma = np.full(shape, np.nan)
+        sigma[time_of_row, sensor_of_row.reshape(-1)] = col["sigma"] if "sigma" in col else float(default_sigma)
+        data["sigma"] = (dims, sigma, {"long_name": "standard deviation of the observed value error", "units": "1"})
+    coords = {"time": ("time", times, {"long_name": "observation time", "units": "s"}),
+              "sensor": ("sensor", np.arange(len(sensors)), {"long_name": "sensor index"})}
+    for a, axis in enumerate(axes):
+        coords[axis] = ("sensor", sensors[:, a], {"long_name": f"sensor {axis} position", "units": "m"})
+    return xr.Dataset(data, coords=coords, attrs={"Conventions": CONVENTIONS, "title": f"observations from {path.name}",
+                                                  "sensor_kind": "point", "field_index": 0})

@@ -1,0 +1,183 @@
+"""Case files: built-ins, overrides, expressions, observation files and every documented error."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffphys import cases
+from diffphys._expression import ExpressionError, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN = ("advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "wave1d-initial")
+
+
+def test_builtin_cases_are_listed_and_shipped_identical_to_the_user_copies():
+    listed = cases.builtin_cases()
+    assert tuple(listed) == BUILTIN
+    assert all(listed[name] for name in BUILTIN)
+    packaged = {p.name: p.read_text() for p in (ROOT / "diffphys" / "cases_data").glob("*.toml")}
+    user = {p.name: p.read_text() for p in (ROOT / "cases").glob("*.toml")}
+    assert packaged == user, "cases/*.toml and diffphys/cases_data/*.toml must be identical (copy one onto the other)"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_builtin_case_loads_and_builds_at_reduced_size(name):
+    case = cases.load_case(name, ["grid.n=8" if name.endswith(("1d-sparse", "initial")) else "grid.n=[8, 8]"])
+    assert case.name == name and case.source.name == f"{name}.toml"
+    if name == "heat2d-diffusivity":
+        case = cases.load_case(name, ["grid.n=[8, 8]", "observations.stride=2", "observations.offset=1"])
+    problem = cases.build_problem(case)
+    assert problem.fourdvar.n_observations > 0 and problem.truth_control is not None
+    # Every observation time lies on the model's time grid, the window end too.
+    assert problem.schedule.n_steps <= problem.n_steps
+    np.testing.assert_allclose(problem.n_steps * problem.model.dt, case["window"]["duration"], rtol=1e-12)
+
+
+def test_the_default_case_and_overrides():
+    case = cases.load_case(None, ["solver.max_iterations=7", "solver.method=adam", "seed=3",
+                                  "model.kappa=0.02 + 0.01 * x", "grid.bc=[\"dirichlet\", \"neumann\"]"])
+    assert case.name == "heat1d-sparse"
+    assert case["solver"]["max_iterations"] == 7 and case["solver"]["method"] == "adam" and case.config["seed"] == 3
+    assert case["model"]["kappa"] == "0.02 + 0.01 * x"  # a bare expression is a string
+    assert case["grid"]["bc"] == ["dirichlet", "neumann"]
+    assert case["solver"]["gtol"] == 1e-5  # defaults filled in
+
+
+def test_time_step_puts_every_observation_time_on_a_step():
+    case = cases.load_case(None, ["grid.n=16", "observations.every=", "observations.times=[0.01, 0.025, 0.1]",
+                                  "window.duration=0.1"])
+    problem = cases.build_problem(case)
+    dt = problem.model.dt
+    assert problem.schedule.steps == tuple(round(t / dt) for t in (0.01, 0.025, 0.1))
+    assert abs(0.005 / dt - round(0.005 / dt)) < 1e-9 and dt <= 0.9 * problem.model.max_stable_dt / 0.9 + 1e-15
+
+
+def test_expressions():
+    x = np.linspace(0.0, 1.0, 5)
+    np.testing.assert_allclose(evaluate("exp(-(x - 0.5)**2 / 0.1) + 2 * pi", {"x": x}), np.exp(-((x - 0.5) ** 2) / 0.1) + 2 * np.pi)
+    np.testing.assert_array_equal(evaluate("where(0.25 < x <= 0.75, 1, 0)", {"x": x}), [0, 0, 1, 1, 0])
+    for text, match in (
+        ("__import__('os').system('true')", r"system\('true'\)\" is not allowed in the expression"),
+        ("sin(z)", "unknown name 'z'"),
+        ("x +", "cannot parse the expression"),
+        ("x.real", "is not allowed"),
+        ("sin(x, x, x)", "cannot evaluate"),
+    ):
+        with pytest.raises(ExpressionError, match=match):
+            evaluate(text, {"x": x})
+
+
+def _write(tmp_path, text: str, name: str = "case.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+MINIMAL = """
+description = "test"
+[grid]
+n = 16
+bc = "neumann"
+[model]
+kind = "heat"
+kappa = 0.01
+[truth]
+initial = "sin(pi * x)"
+[window]
+duration = 0.2
+[observations]
+positions = [0.25, 0.75]
+every = 0.05
+sigma = 0.01
+[background]
+sigma = 0.2
+length_scale = 0.1
+"""
+
+
+def test_a_minimal_case_file_with_defaults(tmp_path):
+    case = cases.load_case(_write(tmp_path, MINIMAL))
+    assert case.name == "case" and case["observations"]["sensors"] == "points" and case["output"]["snapshots"] == 5
+    problem = cases.build_problem(case)
+    assert problem.schedule.sizes == (2, 2, 2, 2)
+
+
+def test_observations_from_a_csv_file(tmp_path):
+    (tmp_path / "data.csv").write_text("time,x,value,sigma\n0.05,0.25,0.7,0.02\n0.05,0.75,0.7,0.02\n0.1,0.5,0.9,0.05\n")
+    text = MINIMAL.replace("positions = [0.25, 0.75]\nevery = 0.05\nsigma = 0.01", 'sensors = "file"\nfile = "data.csv"')
+    text = text.replace("length_scale = 0.1", "length_scale = 0.1\nfirst_guess = 0.5")
+    problem = cases.build_problem(cases.load_case(_write(tmp_path, text)))
+    assert problem.schedule.steps[-1] * problem.model.dt == pytest.approx(0.1)
+    assert problem.fourdvar.n_observations == 3 and problem.truth_control is None and problem.truth_model is None
+    np.testing.assert_array_equal(problem.sigma[np.isfinite(problem.observations)], [0.02, 0.02, 0.05])
+    with pytest.raises(cases.CaseError, match="first_guess is required with observations from a file"):
+        cases.build_problem(cases.load_case(_write(tmp_path, text.replace("first_guess = 0.5", ""), "b.toml")))
+
+
+def _error(tmp_path, text, overrides=()):
+    with pytest.raises(cases.CaseError) as info:
+        cases.build_problem(cases.load_case(_write(tmp_path, text), overrides))
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "edit, overrides, match",
+    [
+        # Unknown keys and sections: named with their section, the valid keys and the close match.
+        (("sigma = 0.01", "sigma = 0.01\nsgima = 0.02"), (),
+         r"unknown key 'sgima' in \[observations\]; valid keys are \[.*'sigma'.*\] \(did you mean 'sigma'\?\)"),
+        (("[window]", "[windows]"), (), r"unknown section \[windows\]; valid sections are .* \(did you mean 'window'\?\)"),
+        (("description", "descripton"), (), r"unknown top-level key 'descripton'.*\(did you mean 'description'\?\)"),
+        (None, ("solver.max_iteration=5",), r"--set 'solver.max_iteration=5': unknown key 'max_iteration' in \[solver\].*did you mean 'max_iterations'"),
+        (None, ("solvers.method=adam",), r"unknown section \[solvers\]"),
+        (None, ("nokey",), r"--set 'nokey': expected section.key=value"),
+        # Types and ranges, from the file or from --set.
+        (None, ("solver.max_iterations=abc",), r"\[solver\] max_iterations must be an integer >= 1, got 'abc'"),
+        (None, ("solver.max_iterations=0",), r"\[solver\] max_iterations must be an integer >= 1, got 0"),
+        (None, ("observations.sigma=0",), r"\[observations\] sigma must be a number > 0 or a list of them \(one per sensor\), got 0"),
+        (None, ("observations.sigma=[0.1, -0.1]",), r"\[observations\] sigma must be a number > 0"),
+        (None, ("background.length_scale=-0.1",), r"\[background\] length_scale must be a number > 0, got -0\.1"),
+        (None, ("solver.method=newton",), r"\[solver\] method must be one of \['lbfgs', 'adam'\], got 'newton'"),
+        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave'\], got 'heta' \(did you mean 'heat'\?\)"),
+        (None, ("grid.bc=neuman",), r"\[grid\] bc must be one of \['periodic', 'dirichlet', 'neumann'\], got 'neuman'"),
+        (None, ("observations.missing_fraction=1.0",), r"missing_fraction must be a number >= 0 and < 1, got 1\.0"),
+        (None, ("output.plots=1",), r"\[output\] plots must be true or false, got 1"),
+        (("duration = 0.2", ""), (), r"\[window\] duration is required \(the assimilation window is \[0, duration\]\)"),
+        # Consistency between keys.
+        (None, ("model.speed=1.0",), r"\[model\] speed does not apply to kind 'heat'; its keys are \['kind', 'kappa', 'source', 'scheme', 'dt'\]"),
+        (None, ("observations.times=[0.1]",), r"give exactly one of times \(a list\) or every \(a spacing\)"),
+        (None, ("observations.sensors=footprints",), r"\[observations\] radius is required for sensors = 'footprints'"),
+        (None, ("control.kind=parameter", "control.parameter=speed", "background.first_guess=0.01"),
+         r"\[control\] parameter must be one of \['kappa', 'source'\] for a heat model, got 'speed'"),
+        # Values checked against the grid and the window.
+        (None, ("observations.positions=[0.5, 1.5]",), r"\[observations\]: PointSensors: sensor 1 at x=1\.5 lies outside the domain; valid coordinates are 0 <= x <= 1"),
+        (None, ("observations.times=[0.1, 0.05]", "observations.every=0.05"), "give exactly one of"),
+        (("every = 0.05", "times = [0.1, 0.05]"), (), r"observation times are not sorted: t\[1\]=0\.05 comes after t\[0\]=0\.1"),
+        (("every = 0.05", "times = [0.05, 0.05]"), (), r"duplicate observation time t=0\.05"),
+        (("every = 0.05", "times = [0.05, 0.3]"), (), r"t=0\.3 \(position 1\) lies outside the assimilation window \[0, 0\.2\]"),
+        (None, ("model.dt=0.003",), r"t=0\.05 \(position 0\) is not on the model's time grid"),
+        (None, ("model.kappa=\"0.01 * log(x - 2)\"",), r"\[model\] kappa is not finite everywhere on the grid"),
+        (None, ("truth.initial=sin(z)",), r"\[truth\] initial: unknown name 'z'"),
+        (None, ("model.kappa=-0.01",), r"\[model\]: Heat: kappa \(diffusivity\) must be >= 0 everywhere"),
+        (None, ("grid.n=[8, 8]",), r"\[observations\]: PointSensors: .* on a 2D grid give a non-empty array of shape \(m, 2\)"),
+    ],
+)
+def test_bad_case_files_raise_errors_that_name_the_field(tmp_path, edit, overrides, match):
+    text = MINIMAL if edit is None else MINIMAL.replace(*edit)
+    assert edit is None or text != MINIMAL
+    import re
+
+    assert re.search(match, _error(tmp_path, text, overrides))
+
+
+def test_unknown_case_names_and_files():
+    with pytest.raises(cases.CaseError, match=r"unknown case 'heat1d': not a file, and the built-in cases are \['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'wave1d-initial'\] \(did you mean 'heat1d-sparse'\?\)"):
+        cases.load_case("heat1d")
+    with pytest.raises(cases.CaseError, match="case file 'missing.toml' does not exist"):
+        cases.load_case("missing.toml")
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(cases.CaseError, match="is not valid TOML"):
+        cases.load_case(_write(tmp_path, "[grid\nn = 3"))

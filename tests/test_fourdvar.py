@@ -1,0 +1,157 @@
+"""Strong-constraint 4D-Var residuals and the gradient solver: derivatives, masks, exactness, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffphys as dp
+from diffphys import assimilate as da
+from diffphys import observe as ob
+
+GRID = dp.Grid1D(24, 1.0, bc="neumann")
+MODEL = dp.Heat(GRID, 0.02, dt=1e-3)
+TRUTH = jnp.exp(-((GRID.x - 0.4) ** 2) / 0.01)
+SENSORS = ob.PointSensors(GRID, [0.1, 0.25, 0.45, 0.7, 0.9])
+STEPS = [4, 11, 13, 30]  # irregular
+
+
+def _problem(schedule=None, sigma=0.05, key=0, **kwargs):
+    schedule = schedule or ob.ObservationSchedule.from_steps(STEPS, SENSORS, dt=MODEL.dt)
+    B = ob.DiffusionB(GRID, 0.5, 0.1)
+    twin = ob.twin_experiment(MODEL, TRUTH, schedule, sigma, jax.random.key(key), background=B)
+    return da.StrongConstraint4DVar(MODEL, schedule, twin.observations, twin.R, B, twin.background, **kwargs), twin
+
+
+def _kappa_problem():
+    kappa_true = 0.02 * jnp.exp(0.4 * jnp.sin(2 * jnp.pi * GRID.x))
+    model = dp.Heat(GRID, kappa_true, dt=1e-3)
+    u0 = jnp.cos(jnp.pi * GRID.x) + 0.5 * jnp.cos(3 * jnp.pi * GRID.x)
+    schedule = ob.ObservationSchedule.from_steps([10, 20, 30], ob.subsample(GRID, 2), dt=model.dt)
+    twin = ob.twin_experiment(model, u0, schedule, 0.002, jax.random.key(1))
+    control = da.Parameter("kappa", u0, transform="log")
+    background = control.to_control(jnp.full(GRID.shape, 0.02))
+    problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, ob.DiffusionB(GRID, 0.5, 0.15),
+                                       background, control)
+    return problem, kappa_true
+
+
+def test_cost_is_half_the_squared_residual_and_zero_control_is_the_background():
+    problem, twin = _problem()
+    v = jax.random.normal(jax.random.key(2), GRID.shape)
+    r = problem.residuals(v)
+    assert r.shape == (24 + 20,)
+    np.testing.assert_allclose(problem.cost(v), 0.5 * jnp.sum(r**2), rtol=1e-14)
+    np.testing.assert_array_equal(r[:24], v)
+    np.testing.assert_allclose(problem.initial_state(problem.zero_control()), twin.background)
+    expected = (twin.observations - problem.schedule.observe(problem.trajectory(v))) / 0.05
+    np.testing.assert_allclose(problem.observation_residuals(v), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("control", ["state", "kappa"])
+def test_residual_jacobian_passes_the_dot_product_test_and_the_cost_the_taylor_test(control):
+    problem = _problem()[0] if control == "state" else _kappa_problem()[0]
+    v = 0.3 * jax.random.normal(jax.random.key(3), GRID.shape)
+    assert dp.check.dot_product_test(problem.residuals, v).relative_error <= 1e-12
+    assert dp.check.taylor_test(problem.cost, v).rate >= 1.9
+
+
+def test_missing_observations_are_masked_out_of_cost_and_gradient():
+    problem, twin = _problem()
+    y = np.asarray(twin.observations).copy()
+    y[[1, 11]] = np.nan  # time 0 sensor 1, time 2 sensor 1
+    masked = da.StrongConstraint4DVar(MODEL, problem.schedule, y, twin.R, problem.B, problem.background)
+    assert masked.n_observations == 18
+    # The same data without those observations: the sensor is absent at times 0 and 2.
+    four = ob.PointSensors(GRID, [0.1, 0.45, 0.7, 0.9])
+    schedule = ob.ObservationSchedule.from_steps(STEPS, [four, SENSORS, four, SENSORS], dt=MODEL.dt)
+    kept = np.delete(y, [1, 11])
+    reduced = da.StrongConstraint4DVar(MODEL, schedule, kept, ob.DiagonalR(0.05), problem.B, problem.background)
+    v = jax.random.normal(jax.random.key(4), GRID.shape)
+    (c1, g1), (c2, g2) = (jax.value_and_grad(p.cost)(v) for p in (masked, reduced))
+    assert np.isfinite(c1) and np.all(np.isfinite(g1))
+    np.testing.assert_allclose(c1, c2, rtol=1e-13)
+    np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-14)
+
+
+def test_lbfgs_reaches_the_exact_posterior_mean_of_a_linear_gaussian_problem():
+    problem, _ = _problem()
+    # Heat is linear: J(v) = ½|v|² + ½|S v - d|², minimised by (I + SᵀS) v = Sᵀd (dense, small).
+    zero = problem.zero_control()
+    d = problem.observation_residuals(zero)
+    S = -jax.jacfwd(problem.observation_residuals)(zero)
+    exact = np.linalg.solve(np.eye(24) + S.T @ S, S.T @ d)
+    result = da.minimize(problem, gtol=1e-10, max_iterations=200)
+    assert result.converged and result.iterations < 200
+    np.testing.assert_allclose(result.v, exact, rtol=0, atol=1e-7 * np.abs(exact).max())
+    assert np.all(np.diff(result.costs) <= 1e-12 * result.costs[0])  # monotone (line search)
+
+
+def test_assimilation_beats_the_background_and_reports_progress():
+    problem, twin = _problem()
+    seen = []
+    result = da.minimize(problem, max_iterations=30, callback=lambda *a: seen.append(a))
+    assert [s[0] for s in seen] == list(range(result.iterations + 1))
+    np.testing.assert_allclose([s[1] for s in seen], result.costs)
+    analysis = problem.initial_state(result.v)
+    assert jnp.linalg.norm(analysis - TRUTH) < 0.5 * jnp.linalg.norm(twin.background - TRUTH)
+    adam = da.minimize(problem, method="adam", learning_rate=0.1, max_iterations=20)
+    assert adam.iterations == 20 and not adam.converged and adam.costs[-1] < 0.5 * adam.costs[0]
+
+
+def test_parameter_estimation_recovers_a_diffusivity_field():
+    problem, kappa_true = _kappa_problem()
+    result = da.minimize(problem, max_iterations=40)
+    kappa = problem.model_for(result.v).kappa
+    background = problem.model_for(problem.zero_control()).kappa
+    error = lambda k: float(jnp.sqrt(jnp.mean((k - kappa_true) ** 2)))
+    assert error(kappa) < 0.5 * error(background)
+    assert result.costs[-1] < problem.n_observations  # 2J ≈ N at the optimum (χ²)
+
+
+def test_initial_displacement_of_a_wave():
+    grid = dp.Grid1D(32, 1.0, bc="dirichlet")
+    wave = dp.Wave(grid, 1.0)
+    truth = (jnp.exp(-((grid.x - 0.3) ** 2) / 0.005), jnp.zeros(32))
+    schedule = ob.ObservationSchedule.from_steps(range(4, 41, 4), ob.PointSensors(grid, [0.2, 0.5, 0.8]), dt=wave.dt)
+    B = ob.DiffusionB(grid, 0.3, 0.05)
+    twin = ob.twin_experiment(wave, truth, schedule, 0.01, jax.random.key(0), background=B)
+    control = da.InitialState(template=twin.background, field=0)
+    problem = da.StrongConstraint4DVar(wave, schedule, twin.observations, twin.R, B, control.to_control(twin.background), control)
+    result = da.minimize(problem, max_iterations=40)
+    u0 = problem.initial_state(result.v)
+    assert isinstance(u0, tuple) and np.array_equal(u0[1], truth[1])
+    assert jnp.linalg.norm(u0[0] - truth[0]) < 0.5 * jnp.linalg.norm(twin.background[0] - truth[0])
+
+
+def _bad(**kwargs):
+    problem, twin = _problem()
+    args = {"model": MODEL, "schedule": problem.schedule, "observations": twin.observations, "R": twin.R,
+            "B": problem.B, "background": problem.background}
+    return lambda: da.StrongConstraint4DVar(**{**args, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (_bad(observations=jnp.zeros(8)), ValueError,
+         r"observations have shape \(8,\), but the schedule's operators make 20 observations \(4 times with \[5, 5, 5, 5\] sensors\)"),
+        (_bad(model=dp.Heat(GRID, 0.02, dt=2e-3)), ValueError, "the model's dt=0.002 differs from the schedule's dt=0.001"),
+        (_bad(model=dp.Heat(dp.Grid1D(20), 0.02, dt=1e-3)), ValueError, r"operators are on a grid of shape \(24,\), the model on \(20,\)"),
+        (_bad(R=ob.DiagonalR(jnp.ones(4))), ValueError, r"R.sigma has shape \(4,\); give a scalar or \(20,\)"),
+        (_bad(R=0.1), TypeError, "R must be a DiagonalR"),
+        (_bad(background=jnp.zeros(5)), ValueError, r"background control field has shape \(5,\), expected the grid's shape \(24,\)"),
+        (_bad(schedule=[0.1]), TypeError, "schedule must be an ObservationSchedule"),
+        (_bad(control="kappa"), TypeError, "control must be InitialState or Parameter"),
+        (lambda: da.Parameter("kappa", TRUTH, transform="sqrt"), ValueError, r"unknown transform 'sqrt'; valid are \['identity', 'log'\]"),
+        (lambda: _bad(control=da.Parameter("kapa", TRUTH))().cost(jnp.zeros(24)), ValueError,
+         r"Heat has no parameter field 'kapa'; valid are \['kappa'\]"),
+        (lambda: da.minimize(_problem()[0], method="newton"), ValueError, r"unknown method 'newton'; valid are \['lbfgs', 'adam'\]"),
+        (lambda: da.minimize(_problem()[0], max_iterations=0), ValueError, "max_iterations must be an integer >= 1"),
+        (lambda: da.minimize(_problem()[0], gtol=-1.0), ValueError, "gtol must be a finite number > 0"),
+        (lambda: da.minimize(_problem()[0], v0=jnp.full(24, jnp.inf)), ValueError, "the cost is not finite at iteration 0"),
+    ],
+)
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -1,0 +1,178 @@
+"""xarray datasets and NetCDF files: lossless round trips, CF attributes, user files and their errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+import diffphys as dp
+from diffphys import assimilate as da
+from diffphys import observe as ob
+
+GRID = dp.Grid1D(32, 1.0, bc="neumann")
+DENSE = ob.PointSensors(GRID, [0.1, 0.3, 0.55, 0.9])
+SPARSE = ob.PointSensors(GRID, [0.3, 0.72])
+
+
+def _irregular():
+    schedule = ob.ObservationSchedule([0.002, 0.005, 0.006, 0.013], [DENSE, SPARSE, DENSE, SPARSE], dt=1e-3)
+    values = np.linspace(-1.0, 1.0, schedule.size)
+    values[2] = np.nan
+    return schedule, values, np.linspace(0.1, 0.2, schedule.size)
+
+
+def _assert_bit_identical(a: xr.Dataset, b: xr.Dataset):
+    xr.testing.assert_identical(a, b)
+    for name in list(a.variables):
+        assert a[name].dtype == b[name].dtype
+        assert a[name].values.tobytes() == b[name].values.tobytes(), name
+
+
+def test_observation_dataset_layout_and_cf_attributes():
+    schedule, values, sigma = _irregular()
+    ds = dp.io.observations_to_dataset(schedule, values, sigma, units="K", long_name="temperature")
+    assert ds["value"].dims == ("time", "sensor") and ds["value"].shape == (4, 5)  # the union of 5 sensors
+    np.testing.assert_array_equal(ds["x"], [0.1, 0.3, 0.55, 0.9, 0.72])
+    np.testing.assert_array_equal(ds["value"][1], [np.nan, values[4], np.nan, np.nan, values[5]])
+    assert np.isnan(ds["value"][0, 2])  # the missing observation
+    assert ds["value"].attrs == {"long_name": "temperature", "units": "K"}
+    assert ds["time"].attrs["units"] == "s" and ds["x"].attrs["units"] == "m"
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["sensor_kind"] == "point"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _irregular,
+        lambda: (ob.ObservationSchedule.from_steps([1, 2], ob.FootprintAverage(GRID, [0.2, 0.7], 0.1), dt=0.1),
+                 np.arange(4.0), 0.5),
+        lambda: (ob.ObservationSchedule.from_steps([3], ob.subsample(dp.Grid2D(8, 6, bc="dirichlet"), (3, 2)), dt=0.1),
+                 np.arange(9.0), np.full(9, 0.25)),
+    ],
+    ids=["points-irregular", "footprints", "cells-2d"],
+)
+def test_netcdf_round_trip_is_bit_identical(tmp_path, make):
+    schedule, values, sigma = make()
+    ds = dp.io.observations_to_dataset(schedule, values, sigma, extra={"analysis": values + 1.0})
+    path = dp.io.write_netcdf(ds, tmp_path / "obs.nc")
+    back = dp.io.read_observations(path)
+    _assert_bit_identical(ds, back)
+    # And back to arrays: the same dataset again (sensor sets that change become NaN-masked columns).
+    grid = schedule.grid
+    schedule2, values2, sigma2 = dp.io.dataset_to_observations(back, grid, dt=schedule.dt)
+    again = dp.io.observations_to_dataset(schedule2, values2, np.where(np.isfinite(values2), sigma2, np.nan),
+                                          extra={"analysis": dp.io.dataset_to_observations(
+                                              back.assign(value=back["analysis"]), grid, dt=schedule.dt)[1]})
+    for name in ("value", "analysis"):
+        np.testing.assert_array_equal(again[name], ds[name])
+    np.testing.assert_array_equal(again["sigma"].where(np.isfinite(again["value"])), ds["sigma"].where(np.isfinite(ds["value"])))
+    assert again.attrs["sensor_kind"] == ds.attrs["sensor_kind"]
+
+
+def test_dataset_observations_give_the_same_4dvar_cost():
+    schedule, values, sigma = _irregular()
+    model = dp.Heat(GRID, 0.02, dt=1e-3)
+    B = ob.DiffusionB(GRID, 0.5, 0.1)
+    background = jnp.cos(jnp.pi * GRID.x)
+    direct = da.StrongConstraint4DVar(model, schedule, values, ob.DiagonalR(sigma), B, background)
+    ds = dp.io.observations_to_dataset(schedule, values, sigma)
+    schedule2, values2, sigma2 = dp.io.dataset_to_observations(ds, GRID, dt=1e-3)
+    via_file = da.StrongConstraint4DVar(model, schedule2, values2, ob.DiagonalR(sigma2), B, background)
+    v = jax.random.normal(jax.random.key(0), GRID.shape)
+    np.testing.assert_allclose(direct.cost(v), via_file.cost(v), rtol=1e-14)
+
+
+def test_trajectory_datasets_round_trip(tmp_path):
+    grid = dp.Grid2D(6, 5, (1.0, 2.0))
+    states = np.random.default_rng(0).normal(size=(3, 6, 5))
+    ds = dp.io.trajectory_to_dataset(grid, states, [0.0, 0.5, 1.0], names="u", long_names="temperature", units="K",
+                                     fields={"kappa": (np.ones((6, 5)), {"long_name": "diffusivity", "units": "m2 s-1"})},
+                                     attrs={"title": "test"})
+    assert ds["u"].dims == ("time", "x", "y") and ds["kappa"].dims == ("x", "y")
+    assert ds["u"].attrs == {"long_name": "temperature", "units": "K"} and ds["y"].attrs["units"] == "m"
+    _assert_bit_identical(ds, dp.io.open_netcdf(dp.io.write_netcdf(ds, tmp_path / "traj.nc")))
+    wave = dp.io.trajectory_to_dataset(GRID, (np.zeros((2, 32)), np.ones((2, 32))), [0.0, 1.0],
+                                       names=("u", "u_t"), long_names=("displacement", "velocity"), units=("m", "m s-1"))
+    assert list(wave.data_vars) == ["u", "u_t"]
+    with pytest.raises(ValueError, match=r"field 'u' has shape \(2, 32\), expected \(3, 32\)"):
+        dp.io.trajectory_to_dataset(GRID, np.zeros((2, 32)), [0.0, 1.0, 2.0])
+
+
+def test_netcdf_observations_in_a_group(tmp_path):
+    schedule, values, sigma = _irregular()
+    path = tmp_path / "analysis.nc"
+    dp.io.write_netcdf(dp.io.trajectory_to_dataset(GRID, np.zeros((1, 32)), [0.0]), path)
+    dp.io.write_netcdf(dp.io.observations_to_dataset(schedule, values, sigma), path, group="observations", mode="a")
+    np.testing.assert_array_equal(dp.io.read_observations(path)["value"].values.ravel()[[0, 1, 3]], values[[0, 1, 3]])
+
+
+def test_csv_observations(tmp_path):
+    path = tmp_path / "obs.csv"
+    path.write_text("time,x,value,sigma\n0.001,0.5,1.5,0.1\n0.001,0.25,2.0,0.2\n\n0.003,0.5,,0.1\n0.004,0.5,3.0,0.1\n")
+    ds = dp.io.read_observations(path)
+    np.testing.assert_array_equal(ds["time"], [0.001, 0.003, 0.004])
+    np.testing.assert_array_equal(ds["x"], [0.25, 0.5])
+    np.testing.assert_array_equal(ds["value"], [[2.0, 1.5], [np.nan, np.nan], [np.nan, 3.0]])
+    schedule, values, sigma = dp.io.dataset_to_observations(ds, GRID, dt=1e-3)
+    assert schedule.steps == (1, 3, 4) and np.isfinite(values).sum() == 3
+    np.testing.assert_array_equal(sigma, [0.2, 0.1, 1.0, 1.0, 1.0, 0.1])  # σ of missing values is unused
+    path2 = tmp_path / "obs2d.csv"
+    path2.write_text("time,x,y,value\n0.5,0.1,0.2,1.0\n0.5,0.3,0.2,2.0\n")
+    ds2 = dp.io.read_observations(path2, default_sigma=0.3)
+    np.testing.assert_array_equal(ds2["sigma"], [[0.3, 0.3]])
+    assert dp.io.dataset_to_observations(ds2, dp.Grid2D(4, 4), dt=0.25)[0].steps == (2,)
+
+
+def _csv(tmp_path, text, name="bad.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("time,x,value\n0.2,0.5,1\n0.1,0.5,2\n", r"rows are not sorted by time: line 3 \(time 0\.1\) comes after line 2 \(time 0\.2\)"),
+        ("time,x,value\n0.1,0.5,1\n0.1,0.5,2\n", r"duplicate observation of the sensor at \(0\.5,\) at time 0\.1 \(lines 2 and 3\)"),
+        ("time,value\n0.1,1\n", r"columns \['time', 'value'\]; a CSV needs the columns time, x\[, y\], value\[, sigma\]"),
+        ("time,x,value,depth\n0.1,0.5,1,3\n", r"\(unknown: \['depth'\]\)"),
+        ("time,x,value\n0.1,0.5,hot\n", r"line 2, column 'value': 'hot' is not a number"),
+        ("time,x,value\n0.1,,1\n", "line 2: x is missing or not finite"),
+        ("time,x,value\n0.1,0.5\n", "line 2: 2 fields, expected 3"),
+        ("time,x,value\n", "has no observations"),
+    ],
+)
+def test_csv_errors(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        dp.io.read_observations(_csv(tmp_path, text))
+
+
+def test_observation_file_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        dp.io.read_observations(tmp_path / "nothing.nc")
+    with pytest.raises(ValueError, match=r"unknown format '\.txt'; valid are \.nc and \.csv"):
+        dp.io.read_observations(_csv(tmp_path, "x", name="obs.txt"))
+    dp.io.write_netcdf(dp.io.trajectory_to_dataset(GRID, np.zeros((1, 32)), [0.0]), tmp_path / "t.nc")
+    with pytest.raises(ValueError, match="has no variable 'value'.*and no group 'observations'"):
+        dp.io.read_observations(tmp_path / "t.nc")
+    ds = dp.io.read_observations(_csv(tmp_path, "time,x,value\n0.001,0.5,1\n0.002,0.5,2\n"))
+    with pytest.raises(ValueError, match="no 'sigma' variable; give the observation error"):
+        dp.io.dataset_to_observations(ds, GRID, dt=1e-3)
+    with pytest.raises(ValueError, match=r"sigma at time 0\.002, sensor 0 is -1\.0; every observed value needs a finite sigma > 0"):
+        dp.io.dataset_to_observations(ds.assign(sigma=(("time", "sensor"), [[0.1], [-1.0]])), GRID, dt=1e-3)
+    with pytest.raises(ValueError, match=r"t=0\.002 \(position 1\) lies outside the assimilation window \[0, 0\.0015\]"):
+        dp.io.dataset_to_observations(ds, GRID, dt=1e-3, t_end=0.0015, default_sigma=0.1)
+    with pytest.raises(ValueError, match=r"sensor 0 at x=1\.5 lies outside the domain"):
+        dp.io.dataset_to_observations(ds.assign_coords(x=("sensor", [1.5])), GRID, dt=1e-3, default_sigma=0.1)
+    with pytest.raises(ValueError, match=r"observation times are not sorted"):
+        dp.io.dataset_to_observations(ds.assign_coords(time=[0.002, 0.001]), GRID, dt=1e-3, default_sigma=0.1)
+    with pytest.raises(ValueError, match=r"unknown sensor_kind 'radar'"):
+        dp.io.dataset_to_observations(ds.assign_attrs(sensor_kind="radar"), GRID, dt=1e-3, default_sigma=0.1)
+    with pytest.raises(ValueError, match=r"missing sensor coordinate\(s\) \['y'\]"):
+        dp.io.dataset_to_observations(ds, dp.Grid2D(4, 4), dt=1e-3, default_sigma=0.1)
+    with pytest.raises(ValueError, match=r"'value' must have dims \('time', 'sensor'\)"):
+        dp.io.dataset_to_observations(ds.transpose("sensor", "time"), GRID, dt=1e-3, default_sigma=0.1)
+    mixed = ob.ObservationSchedule.from_steps([1, 2], [DENSE, ob.FootprintAverage(GRID, [0.5], 0.1)], dt=0.1)
+    with pytest.raises(ValueError, match=r"mixes sensor kinds \['footprint', 'point'\]"):
+        dp.io.observations_to_dataset(mixed, np.zeros(5))
