@@ -142,7 +142,7 @@ def _bad(**kwargs):
         (_bad(R=0.1), TypeError, "R must be a DiagonalR"),
         (_bad(background=jnp.zeros(5)), ValueError, r"background control field has shape \(5,\), expected the grid's shape \(24,\)"),
         (_bad(schedule=[0.1]), TypeError, "schedule must be an ObservationSchedule"),
-        (_bad(control="kappa"), TypeError, "control must be InitialState or Parameter"),
+        (_bad(control="kappa"), TypeError, "control must be InitialState, Parameter or Joint"),
         (lambda: da.Parameter("kappa", TRUTH, transform="sqrt"), ValueError, r"unknown transform 'sqrt'; valid are \['identity', 'log'\]"),
         (lambda: _bad(control=da.Parameter("kapa", TRUTH))().cost(jnp.zeros(24)), ValueError,
          r"Heat has no parameter field 'kapa'; valid are \['kappa'\]"),

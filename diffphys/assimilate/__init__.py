@@ -3,7 +3,15 @@
 from ._fourdvar import (
     AbstractControl as AbstractControl,
     InitialState as InitialState,
+    Joint as Joint,
     Parameter as Parameter,
     StrongConstraint4DVar as StrongConstraint4DVar,
+)
+from ._gauss_newton import (
+    GaussNewton as GaussNewton,
+    GaussNewtonResult as GaussNewtonResult,
+    UnrolledGaussNewton as UnrolledGaussNewton,
+    gauss_newton as gauss_newton,
+    gauss_newton_direction as gauss_newton_direction,
 )
 from ._minimize import MinimizeResult as MinimizeResult, minimize as minimize

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
@@ -27,7 +28,7 @@ from .._types import PyTree
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 
-__all__ = ["AbstractControl", "InitialState", "Parameter", "StrongConstraint4DVar"]
+__all__ = ["AbstractControl", "InitialState", "Joint", "Parameter", "StrongConstraint4DVar"]
 
 
 class AbstractControl(eqx.Module):
@@ -75,14 +76,15 @@ class Parameter(AbstractControl):
 
     The model's field is set to $p = T(z)$: ``transform="log"`` (default) estimates $z = \log p$,
     so $p = e^z$ stays positive and B describes relative (log) errors; ``"identity"`` sets $p = z$.
-    The initial state is known.
+    The initial state is known (``initial_state``), or is itself a control: then use
+    :class:`Joint`, and ``initial_state`` stays ``None``.
 
     **Arguments:** ``name`` (the model's field, e.g. ``"kappa"``, ``"speed"``, ``"source"``,
     ``"velocity"``), ``initial_state``, ``transform`` (``"log"`` or ``"identity"``).
     """
 
     name: str = eqx.field(static=True)
-    initial_state: PyTree
+    initial_state: PyTree | None = None
     transform: str = eqx.field(static=True, default="log")
 
     def __check_init__(self):
@@ -100,6 +102,113 @@ class Parameter(AbstractControl):
         return _TRANSFORMS[self.transform][1](jnp.asarray(value))
 
 
+class Joint(AbstractControl):
+    r"""Joint state–parameter control: the initial state and one or more parameter fields together.
+
+    The control is the tuple $z = (x_0, z_{p_1}, \dots)$; its background and B are tuples in the
+    same order (one covariance per part: the parameter's B is its prior). The parts share nothing,
+    so the background term is $\tfrac12\|v_x\|^2 + \sum_i \tfrac12\|v_{p_i}\|^2$.
+
+    **Arguments:** ``state`` (an :class:`InitialState`), ``parameters`` (a tuple of
+    :class:`Parameter` whose ``initial_state`` is ``None``).
+    """
+
+    state: InitialState
+    parameters: tuple[Parameter, ...]
+
+    def __init__(self, state: InitialState, parameters):
+        parameters = (parameters,) if isinstance(parameters, Parameter) else tuple(parameters)
+        if not isinstance(state, InitialState):
+            raise TypeError(f"Joint: state must be an InitialState, got {type(state).__name__}")
+        if not parameters or not all(isinstance(p, Parameter) for p in parameters):
+            raise TypeError(f"Joint: parameters must be one or more Parameter controls, got {parameters!r}")
+        names = [p.name for p in parameters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Joint: parameter {names} appears twice; each field can be controlled once")
+        self.state, self.parameters = state, parameters
+
+    @property
+    def n_parts(self) -> int:
+        return 1 + len(self.parameters)
+
+    def apply(self, model, z):
+        for p, zp in zip(self.parameters, z[1:]):
+            model = p.apply(model, zp)[0]
+        return model, self.state.apply(model, z[0])[1]
+
+    def to_control(self, value):
+        return tuple(c.to_control(v) for c, v in zip((self.state, *self.parameters), value))
+
+
+def check_observations(name: str, model, schedule, observations, R) -> Float[Array, " N"]:
+    """Validate the observation side of a 4D-Var problem; return the observations as a float array."""
+    if not isinstance(schedule, ObservationSchedule):
+        raise TypeError(f"{name}: schedule must be an ObservationSchedule, got {type(schedule).__name__}")
+    if not np.isclose(model.dt, schedule.dt, rtol=1e-12, atol=0.0):
+        raise ValueError(f"{name}: the model's dt={model.dt:g} differs from the schedule's dt={schedule.dt:g}")
+    if schedule.grid.shape != model.grid.shape:
+        raise ValueError(
+            f"{name}: the observation operators are on a grid of shape {schedule.grid.shape}, "
+            f"the model on {model.grid.shape}"
+        )
+    y = jnp.asarray(observations, dtype=jnp.result_type(float))
+    if y.shape != (schedule.size,):
+        raise ValueError(
+            f"{name}: observations have shape {y.shape}, but the schedule's operators make "
+            f"{schedule.size} observations ({len(schedule.times)} times with {list(schedule.sizes)} sensors); "
+            "stack them time by time (schedule.per_observation)"
+        )
+    if not isinstance(R, DiagonalR):
+        raise TypeError(f"{name}: R must be a DiagonalR, got {type(R).__name__}")
+    if R.sigma.shape not in ((), (schedule.size,)):
+        raise ValueError(f"{name}: R.sigma has shape {R.sigma.shape}; give a scalar or ({schedule.size},)")
+    return y
+
+
+def check_background(name: str, model, control, background, B):
+    """Validate the control, its background field(s) and covariance(s); return ``(control, background, B)``.
+
+    For a :class:`Joint` control, ``background`` and ``B`` are tuples with one entry per part.
+    """
+    control = InitialState() if control is None else control
+    if not isinstance(control, AbstractControl):
+        raise TypeError(f"{name}: control must be InitialState, Parameter or Joint, got {type(control).__name__}")
+    if isinstance(control, Parameter) and control.initial_state is None:
+        raise ValueError(
+            f"{name}: Parameter({control.name!r}) needs initial_state (the known initial state); to estimate "
+            "the state as well, use Joint(InitialState(), Parameter(...))"
+        )
+    joint = isinstance(control, Joint)
+    parts = control.n_parts if joint else 1
+    backgrounds = tuple(background) if joint and isinstance(background, (tuple, list)) else (background,)
+    covariances = tuple(B) if joint and isinstance(B, (tuple, list)) else (B,)
+    if len(backgrounds) != parts or len(covariances) != parts:
+        raise ValueError(
+            f"{name}: a Joint control has {parts} parts (state, {', '.join(p.name for p in control.parameters)}); "
+            f"give background and B as tuples of {parts} (got {len(backgrounds)} and {len(covariances)})"
+            if joint else f"{name}: background and B must be one field and one covariance"
+        )
+    checked = []
+    for k, (b, cov) in enumerate(zip(backgrounds, covariances)):
+        where = f" (part {k})" if joint else ""
+        if not isinstance(cov, AbstractCovariance):
+            raise TypeError(f"{name}: B{where} must be a covariance (e.g. DiffusionB), got {type(cov).__name__}")
+        b = jnp.asarray(b, dtype=jnp.result_type(float))
+        if b.shape != model.grid.shape:
+            raise ValueError(
+                f"{name}: the background control field{where} has shape {b.shape}, expected the grid's shape "
+                f"{model.grid.shape}"
+            )
+        checked.append(b)
+    if joint:
+        return control, tuple(checked), covariances
+    return control, checked[0], covariances[0]
+
+
+def _tree_ravel(tree) -> Float[Array, " n"]:
+    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
+
+
 class StrongConstraint4DVar(eqx.Module):
     r"""The whitened residuals $r(v)$ and cost $J(v) = \frac12\|r(v)\|^2$ of strong-constraint 4D-Var.
 
@@ -107,7 +216,8 @@ class StrongConstraint4DVar(eqx.Module):
 
     with $m$ the mask of present (non-NaN) observations. $v = 0$ is the background;
     :meth:`control` maps $v$ to the control field $z$ and :meth:`initial_state` /
-    :meth:`model_for` to the analysis state or model.
+    :meth:`model_for` to the analysis state or model. For a :class:`Joint` control, $v$, $z$,
+    the background and B are tuples (state, parameters...).
 
     **Arguments:**
 
@@ -115,10 +225,11 @@ class StrongConstraint4DVar(eqx.Module):
     - ``schedule``: an :class:`~diffphys.observe.ObservationSchedule` with ``dt == model.dt``.
     - ``observations``: the stacked observations, shape ``(schedule.size,)``, NaN where missing.
     - ``R``: a :class:`~diffphys.observe.DiagonalR` (a scalar σ or one per observation).
-    - ``B``: the background covariance of the control (e.g. :class:`~diffphys.observe.DiffusionB`).
+    - ``B``: the background covariance of the control (e.g. :class:`~diffphys.observe.DiffusionB`);
+      a tuple of them for a :class:`Joint` control (the parameter's B is its prior).
     - ``background``: the background *control* field $z_b$ (for ``Parameter(transform="log")``, the
-      log of the first-guess parameter: ``control.to_control(p_b)``).
-    - ``control``: :class:`InitialState` (default) or :class:`Parameter`.
+      log of the first-guess parameter: ``control.to_control(p_b)``); a tuple for :class:`Joint`.
+    - ``control``: :class:`InitialState` (default), :class:`Parameter` or :class:`Joint`.
     - ``checkpoint_every``: gradient checkpointing block of the rollout (see :func:`~diffphys.rollout`).
     """
 
@@ -127,50 +238,18 @@ class StrongConstraint4DVar(eqx.Module):
     observations: Float[Array, " N"]
     mask: Bool[Array, " N"]
     R: DiagonalR
-    B: AbstractCovariance
-    background: Float[Array, "*grid"]
+    B: AbstractCovariance | tuple[AbstractCovariance, ...]
+    background: Float[Array, "*grid"] | tuple[Float[Array, "*grid"], ...]
     control_map: AbstractControl
     checkpoint_every: int | None = eqx.field(static=True)
 
     def __init__(self, model, schedule, observations, R, B, background, control=None, *, checkpoint_every=None):
-        if not isinstance(schedule, ObservationSchedule):
-            raise TypeError(f"StrongConstraint4DVar: schedule must be an ObservationSchedule, got {type(schedule).__name__}")
-        if not np.isclose(model.dt, schedule.dt, rtol=1e-12, atol=0.0):
-            raise ValueError(
-                f"StrongConstraint4DVar: the model's dt={model.dt:g} differs from the schedule's dt={schedule.dt:g}"
-            )
-        if schedule.grid.shape != model.grid.shape:
-            raise ValueError(
-                f"StrongConstraint4DVar: the observation operators are on a grid of shape {schedule.grid.shape}, "
-                f"the model on {model.grid.shape}"
-            )
-        y = jnp.asarray(observations, dtype=jnp.result_type(float))
-        if y.shape != (schedule.size,):
-            raise ValueError(
-                f"StrongConstraint4DVar: observations have shape {y.shape}, but the schedule's operators make "
-                f"{schedule.size} observations ({len(schedule.times)} times with {list(schedule.sizes)} sensors); "
-                "stack them time by time (schedule.per_observation)"
-            )
-        if not isinstance(R, DiagonalR):
-            raise TypeError(f"StrongConstraint4DVar: R must be a DiagonalR, got {type(R).__name__}")
-        if R.sigma.shape not in ((), (schedule.size,)):
-            raise ValueError(
-                f"StrongConstraint4DVar: R.sigma has shape {R.sigma.shape}; give a scalar or ({schedule.size},)"
-            )
-        control = InitialState() if control is None else control
-        if not isinstance(control, AbstractControl):
-            raise TypeError(f"StrongConstraint4DVar: control must be InitialState or Parameter, got {type(control).__name__}")
-        background = jnp.asarray(background, dtype=jnp.result_type(float))
-        if background.shape != model.grid.shape:
-            raise ValueError(
-                f"StrongConstraint4DVar: the background control field has shape {background.shape}, "
-                f"expected the grid's shape {model.grid.shape}"
-            )
-        self.model, self.schedule, self.R, self.B = model, schedule, R, B
+        name = "StrongConstraint4DVar"
+        y = check_observations(name, model, schedule, observations, R)
+        self.control_map, self.background, self.B = check_background(name, model, control, background, B)
+        self.model, self.schedule, self.R = model, schedule, R
         self.mask = jnp.isfinite(y)
         self.observations = y
-        self.background = background
-        self.control_map = control
         self.checkpoint_every = checkpoint_every
 
     @property
@@ -178,8 +257,10 @@ class StrongConstraint4DVar(eqx.Module):
         """The number of present (non-NaN) observations."""
         return int(jnp.sum(self.mask))
 
-    def control(self, v: Float[Array, "*grid"]) -> Float[Array, "*grid"]:
-        r"""$z = z_b + B^{1/2} v$."""
+    def control(self, v):
+        r"""$z = z_b + B^{1/2} v$ (part by part for a joint control)."""
+        if isinstance(self.control_map, Joint):
+            return tuple(zb + cov.sqrt(vp) for zb, cov, vp in zip(self.background, self.B, v))
         return self.background + self.B.sqrt(v)
 
     def model_for(self, v) -> AbstractStepper:
@@ -200,18 +281,23 @@ class StrongConstraint4DVar(eqx.Module):
 
     def observation_residuals(self, v) -> Float[Array, " N"]:
         r"""$m \odot R^{-1/2}(y - \mathcal H(M(z(v))))$; zero where an observation is missing."""
-        innovation = jnp.where(self.mask, self.observations, 0.0) - self.schedule.observe(self.trajectory(v))
-        return jnp.where(self.mask, self.R.whiten(innovation), 0.0)
+        return whitened_innovation(self, self.trajectory(v))
 
-    def residuals(self, v: Float[Array, "*grid"]) -> Float[Array, " n+N"]:
+    def residuals(self, v) -> Float[Array, " n+N"]:
         """The whitened residual vector $r(v) = (v, R^{-1/2}(y - H M z))$, flat."""
-        return jnp.concatenate([jnp.ravel(v), self.observation_residuals(v)])
+        return jnp.concatenate([_tree_ravel(v), self.observation_residuals(v)])
 
-    def cost(self, v: Float[Array, "*grid"]) -> Float[Array, ""]:
+    def cost(self, v) -> Float[Array, ""]:
         r"""$J(v) = \tfrac12\|r(v)\|^2$."""
         r = self.residuals(v)
         return 0.5 * jnp.sum(r * r)
 
-    def zero_control(self) -> Float[Array, "*grid"]:
+    def zero_control(self):
         """The control increment of the background, $v = 0$."""
-        return jnp.zeros_like(self.background)
+        return jax.tree_util.tree_map(jnp.zeros_like, self.background)
+
+
+def whitened_innovation(problem, trajectory) -> Float[Array, " N"]:
+    r"""$m \odot R^{-1/2}(y - \mathcal H(x))$ for the states ``trajectory`` at the schedule's times."""
+    innovation = jnp.where(problem.mask, problem.observations, 0.0) - problem.schedule.observe(trajectory)
+    return jnp.where(problem.mask, problem.R.whiten(innovation), 0.0)

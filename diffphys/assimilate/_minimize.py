@@ -117,7 +117,7 @@ def minimize(
         # Evaluating at v_k also computes the step to v_{k+1}; it is dropped when v_k is the last.
         v_next, state_next, value, grad = _iterate(problem, v, state, method, float(learning_rate))
         costs.append(float(value))
-        norms.append(float(jnp.linalg.norm(grad)))
+        norms.append(float(jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grad)))))
         if not math.isfinite(costs[-1]):
             raise ValueError(
                 f"minimize: the cost is not finite at iteration {len(costs) - 1}; check the observations, the "
