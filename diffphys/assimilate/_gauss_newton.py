@@ -14,7 +14,7 @@ $v_{k+1} = v_k + \alpha_k \delta_k$.
 
 * **Converged** (:func:`gauss_newton`): iterate to a tolerance in a ``lax.while_loop``.
   Levenberg–Marquardt (default) adapts $\lambda_k$ from the ratio of actual to predicted decrease
-  (Nielsen's rule) and retries a step that does not decrease the cost; Gauss–Newton
+  (Nielsen's rule) and retries a step that does not decrease the cost; the line-search variant
   ($\lambda = 0$) backtracks on $\alpha$ (Armijo). Both decrease the cost monotonically. The
   analysis $v^*$ carries derivatives from the implicit function theorem applied to the optimality
   condition $\nabla_v\mathcal J(v^*, \theta) = 0$: one Hessian solve (CG with Hessian–vector
@@ -50,10 +50,11 @@ from jaxtyping import Array, Bool, Float, Int
 from .._implicit import implicit_solution
 from .._linear_solve import LinearSolver, solve_linear
 
-__all__ = ["GaussNewton", "GaussNewtonResult", "UnrolledGaussNewton", "gauss_newton", "gauss_newton_direction"]
+__all__ = ["GLOBALIZATIONS", "GaussNewton", "GaussNewtonResult", "UnrolledGaussNewton", "gauss_newton", "gauss_newton_direction"]
 
-METHODS = ("levenberg_marquardt", "gauss_newton")
-"""The globalisations of :func:`gauss_newton`: adaptive damping, or no damping with a line search."""
+GLOBALIZATIONS = ("levenberg_marquardt", "line_search")
+"""How :func:`gauss_newton` makes every step decrease the cost: adaptive damping, or no damping and a
+backtracking line search."""
 
 _ACCEPT = 1e-4  # sufficient-decrease constant (LM gain ratio; Armijo)
 _MAX_RETRIES = 30  # damping increases (x2, x4, ...) or step halvings before giving up
@@ -71,8 +72,9 @@ class GaussNewton(eqx.Module):
 
     **Arguments:**
 
-    - ``method``: ``"levenberg_marquardt"`` (default: adaptive damping $\lambda$, robust on
-      nonlinear problems) or ``"gauss_newton"`` ($\lambda = 0$ with a backtracking line search).
+    - ``globalization``: ``"levenberg_marquardt"`` (default: adaptive damping $\lambda$, robust on
+      nonlinear problems) or ``"line_search"`` (pure Gauss–Newton steps, $\lambda = 0$, shortened by
+      backtracking until the cost decreases enough).
     - ``max_iterations``: outer iterations (relinearisations), >= 1 (default 20).
     - ``gtol``: converged when $\|\nabla\mathcal J(v_k)\| \le \text{gtol}\,\|\nabla\mathcal J(v_0)\|$
       (default 1e-6).
@@ -85,7 +87,7 @@ class GaussNewton(eqx.Module):
     - ``derivative``: the CG settings of the implicit-function-theorem solve with the Hessian.
     """
 
-    method: str = "levenberg_marquardt"
+    globalization: str = "levenberg_marquardt"
     max_iterations: int = 20
     gtol: float = 1e-6
     xtol: float = 1e-10
@@ -94,8 +96,10 @@ class GaussNewton(eqx.Module):
     derivative: LinearSolver = LinearSolver(method="cg", max_steps=500)
 
     def __check_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"GaussNewton: unknown method {self.method!r}; valid are {list(METHODS)}")
+        if self.globalization not in GLOBALIZATIONS:
+            raise ValueError(
+                f"GaussNewton: unknown globalization {self.globalization!r}; valid are {list(GLOBALIZATIONS)}"
+            )
         it = self.max_iterations
         if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 1:
             raise ValueError(f"GaussNewton: max_iterations must be an integer >= 1, got {it!r}")
@@ -207,7 +211,7 @@ def _solve(problem, v0, settings: GaussNewton, progress: bool):
         return _half_norm2(residual(w))
 
     n = settings.max_iterations
-    levenberg = settings.method == "levenberg_marquardt"
+    levenberg = settings.globalization == "levenberg_marquardt"
     dtype = v0_flat.dtype
     nan = jnp.full((n + 1,), jnp.nan, dtype)
     init = dict(
