@@ -15,3 +15,10 @@ from ._gauss_newton import (
     gauss_newton_direction as gauss_newton_direction,
 )
 from ._minimize import MinimizeResult as MinimizeResult, minimize as minimize
+from ._train_unrolled import (
+    TrainingHistory as TrainingHistory,
+    stack_problems as stack_problems,
+    train_unrolled as train_unrolled,
+    unrolled_loss as unrolled_loss,
+)
+from ._weak_constraint import WeakConstraint4DVar as WeakConstraint4DVar

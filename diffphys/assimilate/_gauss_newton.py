@@ -201,7 +201,7 @@ def _report(k, j, g):
 
 
 @eqx.filter_jit
-def _solve(problem, v0, settings: GaussNewton, progress: bool):
+def _solve(problem, v0, settings: GaussNewton):
     v0_flat, _, residual_of = _flat_problem(problem, v0)
 
     def residual(w):
@@ -215,7 +215,7 @@ def _solve(problem, v0, settings: GaussNewton, progress: bool):
     dtype = v0_flat.dtype
     nan = jnp.full((n + 1,), jnp.nan, dtype)
     init = dict(
-        k=jnp.asarray(0, jnp.int32), v=v0_flat, damping=jnp.asarray(settings.damping, dtype),
+        k=jnp.asarray(0, jnp.int32), v=v0_flat, damping=jnp.asarray(settings.damping if levenberg else 0.0, dtype),
         nu=jnp.asarray(2.0, dtype), done=jnp.array(False), converged=jnp.array(False), status=_code(1),
         costs=nan, gnorms=nan, inner=jnp.zeros((n,), jnp.int32), dampings=jnp.zeros((n,), dtype),
     )
@@ -227,8 +227,7 @@ def _solve(problem, v0, settings: GaussNewton, progress: bool):
         g = adjoint(r)[0]
         j, gnorm = _half_norm2(r), jnp.linalg.norm(g)
         costs, gnorms = s["costs"].at[k].set(j), s["gnorms"].at[k].set(gnorm)
-        if progress:
-            jax.debug.callback(_report, k, j, gnorm)
+        jax.debug.callback(_report, k, j, gnorm)  # a no-op unless a callback is registered
         g0 = jnp.where(k == 0, gnorm, s["gnorms"][0])
         small_gradient = gnorm <= settings.gtol * g0
         stop = small_gradient | (k >= n)
@@ -328,7 +327,12 @@ def gauss_newton(
     - ``v0``: the starting control increment (default 0: the background).
     - ``settings``: a :class:`GaussNewton`.
     - ``callback``: ``callback(iteration, cost, gradient_norm)`` at every linearisation point, e.g.
-      to print progress (it runs from inside the compiled loop).
+      to print progress (it runs from inside the compiled loop; with or without it, the same
+      compiled solver is used).
+
+    The solver is compiled once per problem structure and settings. To differentiate through it
+    repeatedly, wrap the whole loss in ``jax.jit``/``eqx.filter_jit`` (an eager ``jax.grad``
+    re-traces the implicit derivative at every call).
 
     **Returns:** a :class:`GaussNewtonResult`.
     """
@@ -347,7 +351,7 @@ def gauss_newton(
         _PROGRESS.append(callback)
     try:
         v, costs, gnorms, inner, dampings, k, converged, status = _solve(
-            frozen, lax.stop_gradient(unravel(v0_flat)), settings, callback is not None
+            frozen, lax.stop_gradient(unravel(v0_flat)), settings
         )
         if callback is not None:
             jax.block_until_ready(v)
