@@ -15,7 +15,9 @@ def test_readme_tour_runs():
     assert namespace["trajectory"].shape == (5, 100)
     assert namespace["gradient"].shape == (100,)
     assert namespace["batch"].shape == (8, 200)
-    assert namespace["result"].costs[-1] < namespace["result"].costs[0]
+    costs = namespace["result"].history()["cost"]
+    assert costs[-1] < costs[0]
+    assert namespace["sensitivity"].shape == namespace["problem"].observations.shape
     assert namespace["observations"]["value"].dims == ("time", "sensor")
 
 
