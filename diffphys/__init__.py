@@ -43,6 +43,7 @@ from .models import (
     ForwardEuler as ForwardEuler,
     Heat as Heat,
     LeapFrog as LeapFrog,
+    Lorenz96 as Lorenz96,
     Newmark as Newmark,
     NonlinearHeat as NonlinearHeat,
     Wave as Wave,

@@ -149,11 +149,12 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "bc": _Key(_boundary, "periodic", "boundary: a name, [left, right], or [bc_x, bc_y] in 2D (homogeneous)"),
     },
     "model": {
-        "kind": _Key(_choice("heat", "advection", "wave"), REQUIRED, "the PDE"),
+        "kind": _Key(_choice("heat", "advection", "wave", "lorenz96"), REQUIRED, "the PDE (or the Lorenz-96 model)"),
         "kappa": _Key(_field, None, "heat: diffusivity κ(x) (number or expression)"),
         "velocity": _Key(_field_or_pair, None, "advection: velocity, [vx, vy] in 2D"),
         "speed": _Key(_field, None, "wave: wave speed c(x)"),
         "source": _Key(_field, None, "heat/wave: source term f(x)"),
+        "forcing": _Key(_field, None, "lorenz96: forcing F (number, or expression of the variable's position x)"),
         "scheme": _Key(_text, None, "time scheme (model default if absent)"),
         "reconstruction": _Key(_choice("weno5", "upwind"), "weno5", "advection: face reconstruction"),
         "dt": _Key(_POSITIVE, None, "time step (default: the largest stable step that hits every observation time)"),
@@ -161,9 +162,15 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     "truth": {
         "initial": _Key(_field, None, "true initial state u(x, 0) (required for twin experiments)"),
         "initial_velocity": _Key(_field, 0.0, "wave: true ∂u/∂t(x, 0) (known to the assimilation)"),
+        "spin_up": _Key(_number(minimum=0), 0.0, "time the truth runs from initial before the first window (e.g. onto an attractor)"),
     },
     "window": {
         "duration": _Key(_POSITIVE, REQUIRED, "the assimilation window is [0, duration]"),
+    },
+    "cycling": {
+        "cycles": _Key(_POSITIVE_INT, None, "cycled 4D-Var: the number of windows (absent: one window)"),
+        "shift": _Key(_POSITIVE, None, "time between window starts (default: the window duration, which it must divide)"),
+        "spin_up": _Key(_number(integer=True, minimum=0), 0, "windows left out of the time-averaged RMSE"),
     },
     "observations": {
         "sensors": _Key(_choice("points", "footprints", "grid", "file"), "points", "sensor kind"),
@@ -188,8 +195,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "transform": _Key(_choice("log", "identity"), "log", "parameter: estimate log p (stays positive) or p"),
     },
     "solver": {
-        "method": _Key(_choice("lbfgs", "adam"), "lbfgs", "gradient method on the 4D-Var cost"),
-        "max_iterations": _Key(_POSITIVE_INT, 100, "iteration budget"),
+        "method": _Key(_choice("gauss_newton", "lbfgs", "adam"), "gauss_newton",
+                       "Gauss–Newton/Levenberg–Marquardt, or a gradient method on the 4D-Var cost"),
+        "max_iterations": _Key(_POSITIVE_INT, 100, "iteration budget (Gauss–Newton: outer iterations)"),
         "gtol": _Key(_POSITIVE, 1e-5, "stop when |∇J| <= gtol |∇J(background)|"),
         "learning_rate": _Key(_POSITIVE, 0.05, "adam: step size"),
         "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps)"),
@@ -204,14 +212,43 @@ _MODEL_KEYS = {
     "heat": ("kind", "kappa", "source", "scheme", "dt"),
     "advection": ("kind", "velocity", "scheme", "reconstruction", "dt"),
     "wave": ("kind", "speed", "source", "scheme", "dt"),
+    "lorenz96": ("kind", "forcing", "scheme", "dt"),
 }
-_PHYSICAL = {"heat": "kappa", "advection": "velocity", "wave": "speed"}
-_PARAMETERS = {"heat": ("kappa", "source"), "advection": ("velocity",), "wave": ("speed", "source")}
+_PHYSICAL = {"heat": "kappa", "advection": "velocity", "wave": "speed", "lorenz96": "forcing"}
+_PARAMETERS = {"heat": ("kappa", "source"), "advection": ("velocity",), "wave": ("speed", "source"), "lorenz96": ("forcing",)}
 
 
 def _did_you_mean(name: str, valid) -> str:
     hint = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def _check_cycling(config: dict, origin: str) -> None:
+    cycling, obs = config["cycling"], config["observations"]
+    if cycling["cycles"] is None:
+        for key in ("shift", "spin_up"):
+            if cycling[key] != SCHEMA["cycling"][key].default:
+                raise CaseError(f"{origin}: [cycling] {key} needs [cycling] cycles (the number of windows)")
+        return
+    clashes = {
+        "[solver] method": config["solver"]["method"] != "gauss_newton",
+        "[control] kind": config["control"]["kind"] != "initial_state",
+        "[observations] sensors": obs["sensors"] == "file",
+        "[observations] missing_fraction": obs["missing_fraction"] > 0,
+    }
+    for key, bad in clashes.items():
+        if bad:
+            raise CaseError(
+                f"{origin}: {key} is not supported with [cycling] (cycled 4D-Var estimates the initial state of each "
+                "window by Gauss–Newton from a simulated twin experiment with no missing readings)"
+            )
+    if cycling["spin_up"] >= cycling["cycles"]:
+        raise CaseError(f"{origin}: [cycling] spin_up = {cycling['spin_up']} must be smaller than cycles = {cycling['cycles']}")
+    duration, shift = config["window"]["duration"], cycling["shift"]
+    if shift is not None:
+        ratio = duration / shift
+        if shift > duration or abs(ratio - round(ratio)) > 1e-9 * ratio:
+            raise CaseError(f"{origin}: [cycling] shift = {shift:g} must divide the window duration {duration:g}")
 
 
 def check_known(raw: dict, origin: str) -> None:
@@ -238,12 +275,22 @@ def check_known(raw: dict, origin: str) -> None:
             )
 
 
-def check_consistency(config: dict, model_keys: set, origin: str) -> None:
-    """Checks that involve several keys: which keys go with which kinds, and what each kind needs."""
+def check_consistency(config: dict, given: dict, origin: str) -> None:
+    """Checks that involve several keys: which keys go with which kinds, and what each kind needs.
+
+    ``given`` holds the sections as written in the file (before defaults), to tell a key set from a default.
+    """
     model, obs, control = config["model"], config["observations"], config["control"]
     kind = model["kind"]
-    for key in sorted(model_keys - set(_MODEL_KEYS[kind])):
+    for key in sorted(set(given.get("model", {})) - set(_MODEL_KEYS[kind])):
         raise CaseError(f"{origin}: [model] {key} does not apply to kind {kind!r}; its keys are {list(_MODEL_KEYS[kind])}")
+    if kind == "lorenz96":
+        if isinstance(config["grid"]["n"], list):
+            raise CaseError(f"{origin}: [grid] n must be one number (the number of variables) for kind 'lorenz96'")
+        for key in sorted(set(given.get("grid", {})) - {"n"}):
+            raise CaseError(f"{origin}: [grid] {key} does not apply to kind 'lorenz96' (its variables sit on a ring, "
+                            "one per unit cell); give only [grid] n")
+    _check_cycling(config, origin)
     if model[_PHYSICAL[kind]] is None:
         raise CaseError(f"{origin}: [model] {_PHYSICAL[kind]} is required for kind {kind!r}")
     two_d = isinstance(config["grid"]["n"], list)

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import io
 from ._rollout import rollout
-from .assimilate import minimize
+from .assimilate import GaussNewton, MinimizeResult, gauss_newton, minimize
 from .cases import Case, Problem, build_problem
 
 __all__ = ["OUTPUTS", "run_case"]
@@ -41,11 +41,27 @@ def _stats(field) -> dict:
     return {"mean": float(f.mean()), "min": float(f.min()), "max": float(f.max())}
 
 
+def _solve(fourdvar, solver: dict, callback) -> MinimizeResult:
+    """Minimise the case's 4D-Var cost with its ``[solver]`` settings (the same record for every method)."""
+    if solver["method"] != "gauss_newton":
+        return minimize(fourdvar, method=solver["method"], max_iterations=solver["max_iterations"], gtol=solver["gtol"],
+                        learning_rate=solver["learning_rate"], callback=callback)
+    result = gauss_newton(fourdvar, settings=GaussNewton(max_iterations=solver["max_iterations"], gtol=solver["gtol"]),
+                          callback=callback)
+    history = result.history()
+    return MinimizeResult(result.v, history["cost"], history["gradient_norm"], int(result.iterations), bool(result.converged))
+
+
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
-    """Solve ``case`` and write its outputs (see :data:`OUTPUTS`) into ``out``; return the summary.
+    """Solve ``case`` and write its outputs (see :data:`OUTPUTS`; for a ``[cycling]`` case
+    :data:`~diffphys._cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
 
     ``progress`` receives one line per report (start, iterations, end); ``None`` is silent.
     """
+    if case.config["cycling"]["cycles"] is not None:
+        from ._cycled_runner import run_cycled_case
+
+        return run_cycled_case(case, out, progress=progress)
     say = progress or (lambda line: None)
     started = time.perf_counter()
     problem = build_problem(case)
@@ -64,8 +80,7 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
         reported.append(iteration)
         say(f"  iteration {iteration:4d}   cost {cost:.6e}   |gradient| {gradient_norm:.3e}")
 
-    result = minimize(fourdvar, method=solver["method"], max_iterations=solver["max_iterations"], gtol=solver["gtol"],
-                      learning_rate=solver["learning_rate"], callback=lambda i, *a: show(i, *a) if i % every == 0 else None)
+    result = _solve(fourdvar, solver, callback=lambda i, *a: show(i, *a) if i % every == 0 else None)
     if result.iterations not in reported:
         show(result.iterations, result.costs[-1], result.gradient_norms[-1])
     zero = fourdvar.zero_control()

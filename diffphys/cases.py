@@ -36,16 +36,19 @@ else:  # pragma: no cover - Python 3.10
 from . import io
 from ._case_schema import REQUIRED, SCHEMA, CaseError, check_consistency, check_known
 from ._expression import ExpressionError, evaluate
-from .assimilate import InitialState, Parameter, StrongConstraint4DVar
+from ._rollout import rollout
+from .assimilate import CycledTwin, InitialState, Parameter, StrongConstraint4DVar, cycled_twin_experiment
 from .grid import Grid1D, Grid2D
-from .models import Advection, Heat, Wave
+from .models import Advection, Heat, Lorenz96, Wave
 from .observe import DiagonalR, DiffusionB, FootprintAverage, ObservationSchedule, PointSensors, subsample, twin_experiment
 
-__all__ = ["SCHEMA", "Case", "CaseError", "Problem", "build_problem", "builtin_cases", "load_case"]
+__all__ = ["SCHEMA", "Case", "CaseError", "CycledProblem", "Problem", "build_cycled_problem", "build_problem",
+           "builtin_cases", "load_case"]
 
 DEFAULT_CASE = "heat1d-sparse"
 _UNSET = object()  # "--set section.key=" removes a key
 MAX_STEPS = 1_000_000
+LORENZ96_DT = 0.05  # the usual Lorenz-96 step; the default dt takes the largest step <= it that hits the observations
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ def load_case(spec: str | Path | None = None, overrides: Sequence[str] = ()) -> 
     config["seed"] = top["seed"]
     if config["observations"]["file"] is not None and base is not None:
         config["observations"]["file"] = str(base / config["observations"]["file"])
-    check_consistency(config, set(raw.get("model", {})), path.name)
+    check_consistency(config, {k: v for k, v in raw.items() if isinstance(v, dict)}, path.name)
     return Case(top["name"] or path.stem, top["description"], path, config)
 
 
@@ -186,6 +189,8 @@ def _nested_tuple(value):
 
 def _grid(config) -> Grid1D | Grid2D:
     g = config["grid"]
+    if config["model"]["kind"] == "lorenz96":
+        return Lorenz96(g["n"]).grid
     bc = _nested_tuple(g["bc"])
     try:
         if isinstance(g["n"], list):
@@ -222,6 +227,8 @@ def _make_model(config, grid, parameters: dict, dt):
             return Heat(grid, parameters["kappa"], dt=dt, source=parameters.get("source"), **options)
         if kind == "wave":
             return Wave(grid, parameters["speed"], dt=dt, source=parameters.get("source"), **options)
+        if kind == "lorenz96":
+            return Lorenz96(grid.n, parameters["forcing"], dt=LORENZ96_DT if dt is None else dt, **options)
         velocity = parameters["velocity"]
         return Advection(grid, tuple(velocity) if isinstance(velocity, list) else velocity, dt=dt,
                          reconstruction=model["reconstruction"], **options)
@@ -261,7 +268,7 @@ def _operator(config, grid):
 def _fields(config, grid) -> dict:
     """The true physical parameter fields of ``[model]``, evaluated on the grid."""
     out = {}
-    for name in ("kappa", "velocity", "speed", "source"):
+    for name in ("kappa", "velocity", "speed", "source", "forcing"):
         value = config["model"].get(name)
         if value is not None:
             where = f"[model] {name}"
@@ -306,6 +313,8 @@ def _default_time_step(config, grid, parameters: dict, guess_field, times) -> fl
 def build_problem(case: Case) -> Problem:
     """Build the grid, models, observations (twin experiment or file) and the 4D-Var problem of ``case``."""
     config = case.config
+    if config["cycling"]["cycles"] is not None:
+        raise CaseError(f"case {case.name} has [cycling] cycles: build it with build_cycled_problem")
     grid = _grid(config)
     kind, obs, control = config["model"]["kind"], config["observations"], config["control"]
     duration = config["window"]["duration"]
@@ -375,3 +384,62 @@ def build_problem(case: Case) -> Problem:
 
 def _first(state):
     return state[0] if isinstance(state, tuple) else state
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CycledProblem:
+    """A ``[cycling]`` case made concrete: the model, one window's schedule, the cycled twin
+    experiment, R, the static B, the first background, the shift between windows and the spin-up."""
+
+    case: Case
+    model: Any
+    schedule: ObservationSchedule
+    twin: CycledTwin
+    R: DiagonalR
+    B: DiffusionB
+    background: Any
+    shift: int
+    spin_up: int
+
+
+def build_cycled_problem(case: Case) -> CycledProblem:
+    """Build the model, window schedule and cycled twin experiment of a case with ``[cycling] cycles``."""
+    config = case.config
+    cycling, obs, duration = config["cycling"], config["observations"], config["window"]["duration"]
+    if cycling["cycles"] is None:
+        raise CaseError(f"case {case.name}: build_cycled_problem needs [cycling] cycles; use build_problem")
+    grid = _grid(config)
+    parameters = _fields(config, grid)
+    times = _observation_times(config, None)
+    if abs(times[-1] - duration) > 1e-9 * duration:
+        raise CaseError(
+            f"[observations]: with [cycling] a window ends at its last observation; the last time is {times[-1]:g}, "
+            f"the window duration {duration:g}"
+        )
+    shift_time = duration if cycling["shift"] is None else cycling["shift"]
+    dt = config["model"]["dt"] or _time_step(np.append(times, shift_time), duration,
+                                             _make_model(config, grid, parameters, None).dt)
+    model = _make_model(config, grid, parameters, dt)
+    try:
+        schedule = ObservationSchedule(times, _operator(config, grid), dt=dt, t_end=duration)
+        sigma = schedule.per_observation(obs["sigma"], "sigma")
+        B = DiffusionB(grid, config["background"]["sigma"], config["background"]["length_scale"])
+    except ValueError as error:
+        raise CaseError(f"[observations] or [background]: {error}") from None
+    u0 = _evaluate(config["truth"]["initial"], grid, "[truth] initial")
+    spin_up_steps = round(config["truth"]["spin_up"] / dt)
+    x0 = rollout(model, jnp.asarray(u0), spin_up_steps)[-1] if spin_up_steps else jnp.asarray(u0)
+    k_twin, k_background = jax.random.split(jax.random.key(config["seed"]))
+    try:
+        twin = cycled_twin_experiment(model, x0, schedule, cycling["cycles"], sigma, k_twin,
+                                      shift=round(shift_time / dt))
+    except ValueError as error:
+        raise CaseError(f"[cycling]: {error}") from None
+    first_guess = config["background"]["first_guess"]
+    background = (jnp.asarray(_evaluate(first_guess, grid, "[background] first_guess")) if first_guess is not None
+                  else x0 + B.sample(k_background, x0))
+    return CycledProblem(case, model, schedule, twin, DiagonalR(sigma), B, background, round(shift_time / dt),
+                         cycling["spin_up"])

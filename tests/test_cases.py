@@ -9,7 +9,8 @@ from diffphys import cases
 from diffphys._expression import ExpressionError, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN = ("advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "wave1d-initial")
+BUILTIN = ("advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "lorenz96-4dvar", "wave1d-initial")
+SINGLE_WINDOW = tuple(name for name in BUILTIN if name != "lorenz96-4dvar")
 
 
 def test_builtin_cases_are_listed_and_shipped_identical_to_the_user_copies():
@@ -21,7 +22,7 @@ def test_builtin_cases_are_listed_and_shipped_identical_to_the_user_copies():
     assert packaged == user, "cases/*.toml and diffphys/cases_data/*.toml must be identical (copy one onto the other)"
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("name", SINGLE_WINDOW)
 def test_every_builtin_case_loads_and_builds_at_reduced_size(name):
     case = cases.load_case(name, ["grid.n=8" if name.endswith(("1d-sparse", "initial")) else "grid.n=[8, 8]"])
     assert case.name == name and case.source.name == f"{name}.toml"
@@ -103,6 +104,22 @@ def test_a_minimal_case_file_with_defaults(tmp_path):
     assert problem.schedule.sizes == (2, 2, 2, 2)
 
 
+def test_the_cycled_lorenz96_case_builds_its_sliding_windows():
+    case = cases.load_case("lorenz96-4dvar", ["cycling.cycles=5", "cycling.spin_up=1", "truth.spin_up=1.0"])
+    problem = cases.build_cycled_problem(case)
+    assert problem.model.dt == 0.05 and problem.model.grid.n == 40 and problem.shift == 4
+    assert problem.schedule.steps == (4, 8, 12, 16) and problem.schedule.size == 160
+    assert problem.twin.observations.shape == (5, 160) and problem.spin_up == 1
+    # The truth starts from the attractor: 1.0 time units (20 steps) after the initial expression.
+    x = np.arange(40) + 0.5
+    start = cases.rollout(problem.model, 8 + 0.01 * np.sin(2 * np.pi * x / 40), 20)[-1]
+    np.testing.assert_allclose(problem.twin.truth_start[0], start, rtol=0, atol=1e-12)
+    with pytest.raises(cases.CaseError, match=r"has \[cycling\] cycles: build it with build_cycled_problem"):
+        cases.build_problem(case)
+    with pytest.raises(cases.CaseError, match=r"needs \[cycling\] cycles; use build_problem"):
+        cases.build_cycled_problem(cases.load_case("heat1d-sparse"))
+
+
 def test_observations_from_a_csv_file(tmp_path):
     (tmp_path / "data.csv").write_text("time,x,value,sigma\n0.05,0.25,0.7,0.02\n0.05,0.75,0.7,0.02\n0.1,0.5,0.9,0.05\n")
     text = MINIMAL.replace("positions = [0.25, 0.75]\nevery = 0.05\nsigma = 0.01", 'sensors = "file"\nfile = "data.csv"')
@@ -117,7 +134,8 @@ def test_observations_from_a_csv_file(tmp_path):
 
 def _error(tmp_path, text, overrides=()):
     with pytest.raises(cases.CaseError) as info:
-        cases.build_problem(cases.load_case(_write(tmp_path, text), overrides))
+        case = cases.load_case(_write(tmp_path, text), overrides)
+        (cases.build_problem if case["cycling"]["cycles"] is None else cases.build_cycled_problem)(case)
     return str(info.value)
 
 
@@ -138,8 +156,8 @@ def _error(tmp_path, text, overrides=()):
         (None, ("observations.sigma=0",), r"\[observations\] sigma must be a number > 0 or a list of them \(one per sensor\), got 0"),
         (None, ("observations.sigma=[0.1, -0.1]",), r"\[observations\] sigma must be a number > 0"),
         (None, ("background.length_scale=-0.1",), r"\[background\] length_scale must be a number > 0, got -0\.1"),
-        (None, ("solver.method=newton",), r"\[solver\] method must be one of \['lbfgs', 'adam'\], got 'newton'"),
-        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave'\], got 'heta' \(did you mean 'heat'\?\)"),
+        (None, ("solver.method=newton",), r"\[solver\] method must be one of \['gauss_newton', 'lbfgs', 'adam'\], got 'newton'"),
+        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave', 'lorenz96'\], got 'heta' \(did you mean 'heat'\?\)"),
         (None, ("grid.bc=neuman",), r"\[grid\] bc must be one of \['periodic', 'dirichlet', 'neumann'\], got 'neuman'"),
         (None, ("observations.missing_fraction=1.0",), r"missing_fraction must be a number >= 0 and < 1, got 1\.0"),
         (None, ("output.plots=1",), r"\[output\] plots must be true or false, got 1"),
@@ -150,6 +168,16 @@ def _error(tmp_path, text, overrides=()):
         (None, ("observations.sensors=footprints",), r"\[observations\] radius is required for sensors = 'footprints'"),
         (None, ("control.kind=parameter", "control.parameter=speed", "background.first_guess=0.01"),
          r"\[control\] parameter must be one of \['kappa', 'source'\] for a heat model, got 'speed'"),
+        # Cycled cases and the Lorenz-96 model.
+        (None, ("cycling.shift=0.1",), r"\[cycling\] shift needs \[cycling\] cycles \(the number of windows\)"),
+        (None, ("cycling.cycles=3", "solver.method=lbfgs"), r"\[solver\] method is not supported with \[cycling\]"),
+        (None, ("cycling.cycles=3", "observations.missing_fraction=0.2"), r"\[observations\] missing_fraction is not supported with \[cycling\]"),
+        (None, ("cycling.cycles=3", "cycling.spin_up=3"), r"\[cycling\] spin_up = 3 must be smaller than cycles = 3"),
+        (None, ("cycling.cycles=3", "cycling.shift=0.15"), r"\[cycling\] shift = 0\.15 must divide the window duration 0\.2"),
+        (None, ("cycling.cycles=2", "observations.every=0.15"), r"with \[cycling\] a window ends at its last observation; the last time is 0\.15"),
+        (None, ("model.kind=lorenz96", "model.kappa=", "grid.bc="), r"\[model\] forcing is required for kind 'lorenz96'"),
+        (None, ("model.kind=lorenz96", "model.kappa=", "model.forcing=8", "grid.bc=", "grid.length=2.0"),
+         r"\[grid\] length does not apply to kind 'lorenz96' .* give only \[grid\] n"),
         # Values checked against the grid and the window.
         (None, ("observations.positions=[0.5, 1.5]",), r"\[observations\]: PointSensors: sensor 1 at x=1\.5 lies outside the domain; valid coordinates are 0 <= x <= 1"),
         (None, ("observations.times=[0.1, 0.05]", "observations.every=0.05"), "give exactly one of"),
@@ -172,7 +200,7 @@ def test_bad_case_files_raise_errors_that_name_the_field(tmp_path, edit, overrid
 
 
 def test_unknown_case_names_and_files():
-    with pytest.raises(cases.CaseError, match=r"unknown case 'heat1d': not a file, and the built-in cases are \['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'wave1d-initial'\] \(did you mean 'heat1d-sparse'\?\)"):
+    with pytest.raises(cases.CaseError, match=r"unknown case 'heat1d': not a file, and the built-in cases are \['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'lorenz96-4dvar', 'wave1d-initial'\] \(did you mean 'heat1d-sparse'\?\)"):
         cases.load_case("heat1d")
     with pytest.raises(cases.CaseError, match="case file 'missing.toml' does not exist"):
         cases.load_case("missing.toml")

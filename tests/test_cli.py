@@ -83,17 +83,36 @@ def test_run_every_builtin_case_at_reduced_size(case, tmp_path, capsys):
             assert {"kappa_truth", "kappa_background", "kappa_analysis"} <= set(ds.data_vars)
 
 
+def test_run_the_cycled_lorenz96_case_at_reduced_size(tmp_path, capsys):
+    overrides = ["cycling.cycles=12", "cycling.spin_up=4", "truth.spin_up=20"]
+    assert main(["run", "lorenz96-4dvar", "--out", str(tmp_path), *[a for o in overrides for a in ("--set", o)]]) == 0
+    printed = capsys.readouterr().out
+    assert "diffphys run: lorenz96-4dvar" in printed and "window    12/12" in printed and "time-averaged RMSE" in printed
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_cycles"] == 12 and summary["spin_up"] == 4 and summary["shift_steps"] == 4
+    assert summary["window_steps"] == 16 and summary["n_variables"] == 40 and summary["dt"] == 0.05
+    assert summary["rmse_analysis"] < summary["rmse_forecast"] and summary["rmse_analysis"] < 1.0  # σ_obs = 1
+    assert summary["cost_final"] < summary["cost_initial"] and summary["wall_time_s"] > 0
+    for picture in ("analysis.png", "cost.png"):
+        assert (tmp_path / picture).stat().st_size > 10_000
+    with xr.open_dataset(tmp_path / "analysis.nc") as ds:
+        assert {"truth", "analysis", "forecast"} <= set(ds.data_vars)
+        assert ds["analysis"].shape == (12, 40)
+        assert float(ds["time"][0]) == 0.8 and float(ds["time"][1]) == pytest.approx(1.0)
+
+
 def test_cases_command_lists_the_builtin_cases(capsys):
     assert main(["cases"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "wave1d-initial"]
+    assert [line.split()[0] for line in lines] == ["advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity",
+                                                   "lorenz96-4dvar", "wave1d-initial"]
     assert all(len(line.split()) > 3 for line in lines)
 
 
 def test_run_errors_exit_2_with_the_message_and_no_traceback(tmp_path):
     for args, message in (
         (["run", "heat1d"], ("diffphys run: error: unknown case 'heat1d': not a file, and the built-in cases are "
-                             "['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'wave1d-initial'] "
+                             "['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'lorenz96-4dvar', 'wave1d-initial'] "
                              "(did you mean 'heat1d-sparse'?)")),
         (["run", "--set", "solver.max_iteration=5"], "unknown key 'max_iteration' in [solver]"),
     ):

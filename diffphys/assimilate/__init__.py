@@ -1,5 +1,11 @@
 """Variational data assimilation: 4D-Var written as whitened residuals, and solvers for it."""
 
+from ._cycling import (
+    CycledAnalysis as CycledAnalysis,
+    CycledTwin as CycledTwin,
+    cycled_4dvar as cycled_4dvar,
+    cycled_twin_experiment as cycled_twin_experiment,
+)
 from ._fourdvar import (
     AbstractControl as AbstractControl,
     InitialState as InitialState,

@@ -1,4 +1,4 @@
-"""PDE models as differentiable time steppers, and the time schemes they use."""
+"""PDE models (and the Lorenz-96 test model) as differentiable time steppers, and the time schemes they use."""
 
 from ._advection import Advection as Advection
 from ._advection_diffusion import AdvectionDiffusion as AdvectionDiffusion
@@ -11,6 +11,7 @@ from ._implicit_schemes import (
     IMEXARS443 as IMEXARS443,
     Newmark as Newmark,
 )
+from ._lorenz96 import Lorenz96 as Lorenz96
 from ._nonlinear_heat import NonlinearHeat as NonlinearHeat
 from ._schemes import (
     RK4 as RK4,
