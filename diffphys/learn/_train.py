@@ -106,6 +106,22 @@ def _fixed_windows(data, m: int):
     return data[:, idx].reshape(-1, m + 1, *data.shape[2:])
 
 
+class _WindowLoss(eqx.Module):
+    """The training loss on a random batch of windows (a module of static settings, so that compiled
+    training steps are reused by every run with the same settings)."""
+
+    method: str = eqx.field(static=True)
+    m: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    checkpoint_every: int | None = eqx.field(static=True)
+
+    def __call__(self, model, data, key):
+        windows = _sample_windows(data, key, self.batch_size, self.m)
+        if self.method == "one_step":
+            return one_step_loss(model, windows[:, 0], windows[:, 1])
+        return unrolled_loss(model, windows, checkpoint_every=self.checkpoint_every)
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
@@ -249,15 +265,7 @@ def train_correction(corrected: CorrectedStepper, train, *, validation=None, met
     batch_size = _check_int("train_correction: batch_size", batch_size)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
 
-    def loss_for_stage(m):
-        if method == "one_step":
-            def loss(model, data, k):
-                w = _sample_windows(data, k, batch_size, 1)
-                return one_step_loss(model, w[:, 0], w[:, 1])
-        else:
-            def loss(model, data, k):
-                return unrolled_loss(model, _sample_windows(data, k, batch_size, m), checkpoint_every=rollout_checkpoint_every)
-        return loss
+    loss_for_stage = lambda m: _WindowLoss(method, m, batch_size, rollout_checkpoint_every)
 
     validate = None
     if validation is not None:
