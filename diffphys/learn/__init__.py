@@ -21,3 +21,8 @@ from ._train import (
     train_correction as train_correction,
     unrolled_loss as unrolled_loss,
 )
+from ._observations import (
+    ObservationWindows as ObservationWindows,
+    observation_loss as observation_loss,
+    train_from_observations as train_from_observations,
+)

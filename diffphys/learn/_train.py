@@ -144,7 +144,7 @@ def _check_int(name: str, value, minimum: int = 1) -> int:
 def fit(params, static, loss_for_stage: Callable[[int], Callable], stages: Sequence, *, data, optimizer,
         epochs: int, steps_per_epoch: int, key, validate: Callable | None = None, checkpoint_dir=None,
         checkpoint_every: int | None = None, resume: bool = True, progress: bool = True,
-        callback: Callable | None = None, name: str = "train"):
+        callback: Callable | None = None, name: str = "train", stage_label: str = "m"):
     """The optax loop shared by the trainers (see :func:`train_correction`): ``epochs`` x
     ``steps_per_epoch`` steps of ``loss_for_stage(stage)(combine(params, static), data, key)``, the
     epochs split evenly over ``stages``; returns ``(params, history)``."""
@@ -187,15 +187,16 @@ def fit(params, static, loss_for_stage: Callable[[int], Callable], stages: Seque
         if callback is not None:
             callback(step, loss)
         if step % steps_per_epoch == 0:
-            history.unroll.append(stage)
+            if stage_label == "m":
+                history.unroll.append(stage)
             val = math.nan if validate is None else float(validate(eqx.combine(params, static)))
             if validate is not None:
                 history.validation.append((step, val))
             if progress:
-                print(f"\r{name}: epoch {epoch + 1}/{epochs}  step {step}/{total}  m={stage}  loss {loss:.3e}"
+                print(f"\r{name}: epoch {epoch + 1}/{epochs}  step {step}/{total}  {stage_label}={stage}  loss {loss:.3e}"
                       + ("" if validate is None else f"  validation {val:.3e}"), file=sys.stderr, flush=True)
         elif progress:
-            print(f"\r{name}: epoch {epoch + 1}/{epochs}  step {step}/{total}  m={stage}  loss {loss:.3e}",
+            print(f"\r{name}: epoch {epoch + 1}/{epochs}  step {step}/{total}  {stage_label}={stage}  loss {loss:.3e}",
                   end="", file=sys.stderr, flush=True)
     return params, history
 
