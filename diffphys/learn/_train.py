@@ -195,7 +195,7 @@ def fit(params, static, loss_for_stage: Callable[[int], Callable], stages: Seque
             if progress:
                 print(f"\r{name}: epoch {epoch + 1}/{epochs}  step {step}/{total}  {stage_label}={stage}  loss {loss:.3e}"
                       + ("" if validate is None else f"  validation {val:.3e}"), file=sys.stderr, flush=True)
-        elif progress:
+        elif progress and step % max(1, steps_per_epoch // 10) == 0:  # ~10 updates per epoch
             print(f"\r{name}: epoch {epoch + 1}/{epochs}  step {step}/{total}  {stage_label}={stage}  loss {loss:.3e}",
                   end="", file=sys.stderr, flush=True)
     return params, history
