@@ -19,6 +19,7 @@ from ._train import (
     TrainingHistory as TrainingHistory,
     one_step_loss as one_step_loss,
     train_correction as train_correction,
+    trainable_partition as trainable_partition,
     unrolled_loss as unrolled_loss,
 )
 from ._observations import (

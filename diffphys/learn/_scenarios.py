@@ -83,9 +83,12 @@ def downsample(u: Float[Array, "... nf"], factor: int) -> Float[Array, "... n"]:
     return u.reshape(*u.shape[:-1], u.shape[-1] // factor, factor).mean(axis=-1)
 
 
-def _splits(key, n_train, n_val, n_test, make):
-    k_train, k_val, k_test = jax.random.split(key, 3)
-    return make(k_train, n_train), make(k_val, n_val), make(k_test, n_test)
+def _splits(name, key, sizes, draw, simulate):
+    """Initial conditions of each split from its own key, simulated in one batch (one compilation)."""
+    sizes = [_check_count(f"{name}: split sizes", n) for n in sizes]
+    x0 = jnp.concatenate([draw(k, n) for k, n in zip(jax.random.split(key, 3), sizes)])
+    trajectories = simulate(x0)
+    return tuple(jnp.split(trajectories, np.cumsum(sizes)[:-1]))
 
 
 def resolution_scenario(key, *, n: int = 32, factor: int = 4, n_steps: int = 64, n_train: int = 16,
@@ -110,13 +113,9 @@ def resolution_scenario(key, *, n: int = 32, factor: int = 4, n_steps: int = 64,
     model = Advection(Grid1D(n), velocity, reconstruction=reconstruction, scheme=scheme)
     fine = Advection(Grid1D(n * factor), velocity, dt=model.dt / factor, reconstruction=reconstruction, scheme=scheme)
 
-    def make(k, count):
-        x0 = random_periodic_fields(k, fine.grid, _check_count("resolution_scenario: split sizes", count),
-                                    n_modes=n_modes, amplitude=amplitude)
-        traj = jax.vmap(lambda u: rollout(fine, u, n_steps * factor, save_every=factor))(x0)
-        return downsample(traj, factor)
-
-    train, val, test = _splits(key, n_train, n_val, n_test, make)
+    draw = lambda k, count: random_periodic_fields(k, fine.grid, count, n_modes=n_modes, amplitude=amplitude)
+    simulate = lambda x0: downsample(jax.vmap(lambda u: rollout(fine, u, n_steps * factor, save_every=factor))(x0), factor)
+    train, val, test = _splits("resolution_scenario", key, (n_train, n_val, n_test), draw, simulate)
     return CorrectionDataset(model, fine, train, val, test, f"resolution x{factor}")
 
 
@@ -179,10 +178,7 @@ def missing_physics_scenario(key, *, kind: str = "burgers", strength: float = 1.
     model = Heat(Grid1D(_check_count("missing_physics_scenario: n", n, minimum=4)), kappa, dt=dt, scheme="rk4")
     truth = TruthWithExtraTerm(model, float(strength), kind)
 
-    def make(k, count):
-        x0 = random_periodic_fields(k, model.grid, _check_count("missing_physics_scenario: split sizes", count),
-                                    n_modes=n_modes, amplitude=amplitude)
-        return jax.vmap(lambda u: rollout(truth, u, n_steps, save_every=1))(x0)
-
-    train, val, test = _splits(key, n_train, n_val, n_test, make)
+    draw = lambda k, count: random_periodic_fields(k, model.grid, count, n_modes=n_modes, amplitude=amplitude)
+    simulate = lambda x0: jax.vmap(lambda u: rollout(truth, u, n_steps, save_every=1))(x0)
+    train, val, test = _splits("missing_physics_scenario", key, (n_train, n_val, n_test), draw, simulate)
     return CorrectionDataset(model, truth, train, val, test, f"missing physics ({kind})")

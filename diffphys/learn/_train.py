@@ -43,7 +43,7 @@ from .._rollout import rollout
 from ._checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ._corrected import CorrectedStepper
 
-__all__ = ["METHODS", "NonFiniteLossError", "TrainingHistory", "fit", "one_step_loss", "train_correction", "unrolled_loss"]
+__all__ = ["METHODS", "NonFiniteLossError", "TrainingHistory", "fit", "one_step_loss", "train_correction", "trainable_partition", "unrolled_loss"]
 
 METHODS = ("one_step", "unrolled")
 
