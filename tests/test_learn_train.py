@@ -54,6 +54,8 @@ def test_scenarios_are_seeded_split_and_contain_model_error(tiny):
     np.testing.assert_allclose(dl.TruthWithExtraTerm(tiny.model, 0.5, "parameter").extra(u), 0.5 * tiny.model.rhs(u))
     with pytest.raises(ValueError, match="unknown kind 'drag'"):
         dl.TruthWithExtraTerm(tiny.model, 0.5, "drag")
+    with pytest.raises(ValueError, match="'burgers' term is implemented on periodic 1D grids only"):
+        dl.TruthWithExtraTerm(dp.Heat(dp.Grid1D(8, bc="neumann"), 0.01), 0.5, "burgers")
 
 
 @pytest.mark.parametrize("method", ["one_step", "unrolled"])

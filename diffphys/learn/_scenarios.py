@@ -22,7 +22,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._rollout import rollout
-from ..grid import Grid1D
+from ..grid import Grid1D, Periodic
 from ..models import Advection, Heat
 
 __all__ = ["EXTRA_TERMS", "CorrectionDataset", "missing_physics_scenario", "random_periodic_fields", "resolution_scenario"]
@@ -132,6 +132,12 @@ class TruthWithExtraTerm(eqx.Module):
     def __check_init__(self):
         if self.kind not in EXTRA_TERMS:
             raise ValueError(f"TruthWithExtraTerm: unknown kind {self.kind!r}; valid are {list(EXTRA_TERMS)}")
+        grid = self.model.grid
+        if self.kind == "burgers" and not (isinstance(grid, Grid1D) and isinstance(grid.bc[0][0], Periodic)):
+            raise ValueError(
+                "TruthWithExtraTerm: the 'burgers' term is implemented on periodic 1D grids only; "
+                f"got {type(grid).__name__} with bc {grid.bc}"
+            )
 
     @property
     def grid(self):
