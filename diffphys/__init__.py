@@ -6,6 +6,7 @@ The public API is what this module lists.
 from . import assimilate as assimilate
 from . import check as check
 from . import io as io
+from . import learn as learn
 from . import observe as observe
 from . import plot as plot
 from ._implicit import (

@@ -1,0 +1,133 @@
+r"""Small correction networks: a convolutional network that honours the grid's boundary conditions, and an MLP.
+
+A correction network maps one unbatched state to a field of the same shape,
+$N_\theta: \mathbb R^{\text{grid}} \to \mathbb R^{\text{grid}}$. :class:`ConvNet` is local and
+translation-equivariant (like the model error of a finite-difference scheme); it pads each
+convolution according to the grid's boundary conditions, so that it sees the same neighbourhood
+the stepper's stencils see. :class:`MLP` is a dense network for flat state vectors (e.g.
+Lorenz-96), with no notion of space.
+
+References: K. Um, R. Brand, Y. Fei, P. Holl, N. Thuerey, "Solver-in-the-loop: learning from differentiable
+physics to interact with iterative PDE-solvers", NeurIPS 2020); D. Kochkov et al., "Machine
+learning-accelerated computational fluid dynamics", PNAS 118 (2021) e2101784118.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ..grid import Grid1D, Grid2D, Periodic
+
+__all__ = ["MLP", "ConvNet"]
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class ConvNet(eqx.Module):
+    r"""A small convolutional correction network on a 1D or 2D grid, padded by the boundary conditions.
+
+    $$N_\theta(u) = W_L * \sigma\big(W_{L-1} * \cdots \sigma(W_1 * \mathcal P(u) + b_1) \cdots\big) + b_L,$$
+
+    where each $*$ is a convolution with a ``kernel_size``-wide stencil and $\mathcal P$ pads every
+    layer's input by ``kernel_size // 2`` cells per side: **circular** (wrap-around) padding on a
+    periodic axis, so the network is exactly translation-equivariant on a periodic domain;
+    **edge** (replicate the boundary cell) padding on a Dirichlet or Neumann axis, a neutral
+    choice that neither invents a wall value nor wraps information across the domain. The output
+    has the grid's shape (one channel).
+
+    **Arguments:**
+
+    - ``grid``: a :class:`~diffphys.Grid1D` or :class:`~diffphys.Grid2D`.
+    - ``key``: a ``jax.random`` key for the initial weights.
+    - ``width``: channels of the hidden layers (default 16).
+    - ``depth``: number of hidden layers (default 2; ``depth + 1`` convolutions in all).
+    - ``kernel_size``: odd stencil width of every convolution (default 5).
+    - ``activation``: the nonlinearity σ (default ``jax.nn.gelu``).
+    - ``output_scale``: factor applied to the last layer's initial weights and bias (default 1.0;
+      a small value starts the correction near zero).
+    """
+
+    layers: tuple[eqx.nn.Conv, ...]
+    pad_modes: tuple[str, ...] = eqx.field(static=True)
+    pad: int = eqx.field(static=True)
+    activation: Callable = eqx.field(static=True)
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, grid, *, key, width=16, depth=2, kernel_size=5, activation=jax.nn.gelu, output_scale=1.0):
+        if not isinstance(grid, (Grid1D, Grid2D)):
+            raise TypeError(f"ConvNet: grid must be a Grid1D or Grid2D, got {type(grid).__name__}")
+        _check_positive_int("ConvNet: width", width)
+        _check_positive_int("ConvNet: depth", depth, minimum=0)
+        _check_positive_int("ConvNet: kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"ConvNet: kernel_size must be odd (a centred stencil), got {kernel_size}")
+        ndim = grid.ndim
+        channels = [1] + [width] * depth + [1]
+        keys = jax.random.split(key, len(channels) - 1)
+        layers = [
+            eqx.nn.Conv(ndim, c_in, c_out, kernel_size, padding=0, key=k)
+            for c_in, c_out, k in zip(channels[:-1], channels[1:], keys)
+        ]
+        last = layers[-1]
+        last = eqx.tree_at(lambda c: (c.weight, c.bias), last, (last.weight * output_scale, last.bias * output_scale))
+        self.layers = tuple(layers[:-1]) + (last,)
+        self.pad_modes = tuple("wrap" if isinstance(grid.bc[a][0], Periodic) else "edge" for a in range(ndim))
+        self.pad = kernel_size // 2
+        self.activation = activation
+        self.shape = tuple(grid.shape)
+
+    def _padded(self, h: Float[Array, "c *grid"]) -> Float[Array, "c *padded"]:
+        for axis, mode in enumerate(self.pad_modes, start=1):
+            widths = [(0, 0)] * h.ndim
+            widths[axis] = (self.pad, self.pad)
+            h = jnp.pad(h, widths, mode=mode)
+        return h
+
+    def __call__(self, u: Float[Array, "*grid"]) -> Float[Array, "*grid"]:
+        if jnp.shape(u) != self.shape:
+            raise ValueError(f"ConvNet: input has shape {jnp.shape(u)}, expected the grid's shape {self.shape}")
+        h = u[None]
+        for i, layer in enumerate(self.layers):
+            h = layer(self._padded(h))
+            if i < len(self.layers) - 1:
+                h = self.activation(h)
+        return h[0]
+
+
+class MLP(eqx.Module):
+    r"""A dense correction network for flat state vectors (e.g. Lorenz-96): $N_\theta: \mathbb R^n \to \mathbb R^n$.
+
+    $$N_\theta(u) = W_L\,\sigma\big(W_{L-1} \cdots \sigma(W_1 u + b_1) \cdots\big) + b_L.$$
+
+    **Arguments:** ``size`` (the state length n), ``key``, ``width`` (hidden units, default 64),
+    ``depth`` (hidden layers, default 2), ``activation`` (default ``jax.nn.gelu``),
+    ``output_scale`` (factor on the last layer's initial weights, default 1.0).
+    """
+
+    mlp: eqx.nn.MLP
+    size: int = eqx.field(static=True)
+
+    def __init__(self, size, *, key, width=64, depth=2, activation=jax.nn.gelu, output_scale=1.0):
+        _check_positive_int("MLP: size", size)
+        _check_positive_int("MLP: width", width)
+        _check_positive_int("MLP: depth", depth, minimum=0)
+        mlp = eqx.nn.MLP(size, size, width, depth, activation=activation, key=key)
+        last = mlp.layers[-1]
+        self.mlp = eqx.tree_at(
+            lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp, (last.weight * output_scale, last.bias * output_scale)
+        )
+        self.size = size
+
+    def __call__(self, u: Float[Array, " n"]) -> Float[Array, " n"]:
+        if jnp.shape(u) != (self.size,):
+            raise ValueError(f"MLP: input has shape {jnp.shape(u)}, expected ({self.size},)")
+        return self.mlp(u)
