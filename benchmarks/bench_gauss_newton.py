@@ -1,18 +1,12 @@
-"""Gauss–Newton 4D-Var: solver cost against peers, and hypergradient memory (IFT vs unrolled).
+"""Gauss–Newton 4D-Var: hypergradient time and memory, implicit function theorem vs unrolled layers.
 
 Problem: infer log κ(x, y) on a 2D heat model (Neumann walls, RK4) from sensors on every 4th cell
 at 4 times (a twin experiment; background κ = 0.02 everywhere, truth 0.02 exp(0.4 sin sin)).
 
-1. **Solvers** (same residuals, same starting point, gradient tolerance 1e-6 relative), wall time
-   after compilation (median of repeats) and ratios to diffphys:
-   - diffphys ``gauss_newton`` (Levenberg–Marquardt, CG inner solves with jvp/vjp);
-   - optimistix ``LevenbergMarquardt`` with ``lineax.NormalCG`` (matrix-free; its own stopping
-     rule on the step and cost, rtol = atol = 1e-8);
-   - diffphys ``minimize`` (optax L-BFGS with a zoom line search).
-2. **Hypergradient** of ``|κ_a - κ_true|²`` with respect to (R's σ, the observations): by the
-   implicit function theorem at the converged analysis, and by backpropagation through K unrolled
-   Gauss–Newton layers (K = 5, 10, 20, 40; each layer checkpointed). Memory from XLA's compiled
-   memory analysis; time the median of repeats.
+The hypergradient of ``|κ_a - κ_true|²`` with respect to (R's σ, the observations): by the implicit
+function theorem at the converged analysis, and by backpropagation through K unrolled Gauss–Newton
+layers (K = 5, 10, 20, 40; each layer checkpointed). Memory from XLA's compiled memory analysis;
+time the median of repeats. (The solvers themselves are compared in ``bench_solvers.py``.)
 
     python benchmarks/bench_gauss_newton.py            # 48x48
     python benchmarks/bench_gauss_newton.py --quick    # 16x16, a smoke run
@@ -56,9 +50,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    import lineax as lx
-    import optimistix as optx
-
     import diffphys as dp
     from diffphys import assimilate as da
     from diffphys import observe as ob
@@ -84,41 +75,8 @@ def main(argv=None) -> int:
     print(f"2D heat {n}x{n}, {n_steps} steps, {int(problem.n_observations)} observations; "
           f"background kappa error {kappa_error(problem.zero_control()):.3f}")
 
-    # 1. Solvers.
+    # Hypergradients (the solvers are compared in bench_solvers.py).
     settings = da.GaussNewton(max_iterations=50, gtol=1e-6)
-    g0 = float(jnp.linalg.norm(jax.grad(problem.cost)(problem.zero_control())))
-    gn = da.gauss_newton(problem, settings=settings)
-    t_gn = _median_time(lambda: da.gauss_newton(problem, settings=settings).v)
-
-    optx_solver = optx.LevenbergMarquardt(rtol=1e-8, atol=1e-8, linear_solver=lx.NormalCG(rtol=1e-6, atol=1e-12))
-    optx_run = eqx.filter_jit(lambda p: optx.least_squares(lambda v, p: p.residuals(v), optx_solver, p.zero_control(), p,
-                                                           max_steps=200, throw=False))
-    sol = optx_run(problem)
-    t_optx = _median_time(lambda: optx_run(problem).value)
-
-    lbfgs = da.minimize(problem, max_iterations=500, gtol=1e-6)
-    t_lbfgs = _median_time(lambda: da.minimize(problem, max_iterations=500, gtol=1e-6).v, repeats=1)
-
-    def gnorm(v):
-        return float(jnp.linalg.norm(jax.grad(problem.cost)(v))) / g0
-
-    solvers = [
-        {"solver": "diffphys gauss_newton (LM)", "iterations": int(gn.iterations), "time_s": t_gn,
-         "cost": float(problem.cost(gn.v)), "relative_gradient": gnorm(gn.v), "kappa_error": kappa_error(gn.v),
-         "inner_cg_total": int(gn.history()["inner_iterations"].sum())},
-        {"solver": "optimistix LevenbergMarquardt (NormalCG)", "iterations": int(sol.stats["num_steps"]),
-         "time_s": t_optx, "cost": float(problem.cost(sol.value)), "relative_gradient": gnorm(sol.value),
-         "kappa_error": kappa_error(sol.value)},
-        {"solver": "diffphys minimize (optax L-BFGS)", "iterations": int(lbfgs.iterations), "time_s": t_lbfgs,
-         "cost": float(problem.cost(lbfgs.v)), "relative_gradient": gnorm(lbfgs.v), "kappa_error": kappa_error(lbfgs.v)},
-    ]
-    print("\n| solver | iterations | time | time / diffphys GN | final cost | relative gradient | kappa error |")
-    print("|---|---|---|---|---|---|---|")
-    for s in solvers:
-        print(f"| {s['solver']} | {s['iterations']} | {s['time_s']:.2f} s | {s['time_s'] / t_gn:.2f} | {s['cost']:.6g} "
-              f"| {s['relative_gradient']:.1e} | {s['kappa_error']:.4f} |")
-
-    # 2. Hypergradients.
     def loss(theta, solve):
         sig, obs = theta
         p = eqx.tree_at(lambda q: (q.R.sigma, q.observations), problem, (sig, obs))
@@ -151,7 +109,7 @@ def main(argv=None) -> int:
 
     result = {"benchmark": "gauss_newton", "grid": [n, n], "n_steps": n_steps, "n_observations": int(problem.n_observations),
               "backend": jax.default_backend(), "device": str(jax.devices()[0]), "jax": jax.__version__,
-              "python": platform.python_version(), "solvers": solvers, "hypergradients": rows}
+              "python": platform.python_version(), "hypergradients": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"gauss_newton{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=2))

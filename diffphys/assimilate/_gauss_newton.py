@@ -200,7 +200,6 @@ def _report(k, j, g):
         _PROGRESS[-1](int(k), float(j), float(g))
 
 
-@eqx.filter_jit
 def _solve(problem, v0, settings: GaussNewton):
     v0_flat, _, residual_of = _flat_problem(problem, v0)
 
@@ -339,9 +338,7 @@ def gauss_newton(
     if not isinstance(settings, GaussNewton):
         raise TypeError(f"gauss_newton: settings must be a GaussNewton, got {type(settings).__name__}")
     v0 = problem.zero_control() if v0 is None else v0
-    v0_flat, unravel, residual = _flat_problem(problem, v0)
-    frozen = _stop_gradient(problem)
-    j0 = _half_norm2(frozen.residuals(unravel(lax.stop_gradient(v0_flat))))
+    j0 = _initial_cost(problem, v0)
     if not isinstance(j0, jax.core.Tracer) and not bool(jnp.isfinite(j0)):
         raise ValueError(
             "gauss_newton: the cost is not finite at the starting point; check the observations, the background "
@@ -350,14 +347,29 @@ def gauss_newton(
     if callback is not None:
         _PROGRESS.append(callback)
     try:
-        v, costs, gnorms, inner, dampings, k, converged, status = _solve(
-            frozen, lax.stop_gradient(unravel(v0_flat)), settings
-        )
+        result = _gauss_newton(problem, v0, settings)
         if callback is not None:
-            jax.block_until_ready(v)
+            jax.block_until_ready(result.v)
     finally:
         if callback is not None:
             _PROGRESS.pop()
+    return result
+
+
+@eqx.filter_jit
+def _initial_cost(problem, v0):
+    v0_flat, unravel, _ = _flat_problem(problem, v0)
+    return _half_norm2(_stop_gradient(problem).residuals(unravel(lax.stop_gradient(v0_flat))))
+
+
+@eqx.filter_jit
+def _gauss_newton(problem, v0, settings: GaussNewton) -> GaussNewtonResult:
+    """The whole solve, compiled once per problem structure: the iterations, then the analysis with
+    its implicit-function-theorem derivatives attached."""
+    v0_flat, unravel, residual = _flat_problem(problem, v0)
+    v, costs, gnorms, inner, dampings, k, converged, status = _solve(
+        _stop_gradient(problem), lax.stop_gradient(unravel(v0_flat)), settings
+    )
 
     def optimality(w, prob):  # the gradient of J: zero at the analysis
         return jax.grad(lambda u: _half_norm2(residual(u, prob)))(w)
