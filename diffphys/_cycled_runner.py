@@ -19,7 +19,8 @@ __all__ = ["CYCLED_OUTPUTS", "run_cycled_case"]
 CYCLED_OUTPUTS = {
     "analysis.nc": "truth, filter analysis and forecast at every window's end (dims time, x)",
     "summary.json": "case, rmse_analysis (time-averaged filter analysis RMSE after spin-up), rmse_smoother, "
-                    "rmse_forecast, rmse_background, n_cycles, spin_up, iterations, converged, wall_time_s, ...",
+                    "rmse_forecast, rmse_background (at the windows' starts), n_cycles, spin_up, iterations, converged, "
+                    "wall_time_s, ...",
     "analysis.png": "RMSE per window (analysis, forecast) and the last window's analysis against the truth",
     "cost.png": "each window's 4D-Var cost before and after Gauss–Newton",
 }
