@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from bench_gauss_newton import _median_time
 
 TARGET = 1e-6
 LADDER = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
@@ -62,18 +61,6 @@ class _Counting(eqx.Module):
 
     def zero_control(self):
         return self.problem.zero_control()
-
-
-def _median_time(fn, repeats: int = 3) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-        if sum(times) > 60:
-            break
-    return statistics.median(times)
 
 
 def _solvers():

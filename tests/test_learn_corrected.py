@@ -169,3 +169,14 @@ def test_corrected_stepper_works_in_rollout_and_fourdvar():
     np.testing.assert_allclose(truth_problem.observation_residuals(v), 0.0, atol=1e-12)
     uncorrected = da.StrongConstraint4DVar(model, schedule, twin.clean_observations, twin.R, B, u0)
     assert float(jnp.max(jnp.abs(uncorrected.observation_residuals(v)))) > 1e-3
+
+
+def test_an_mlp_corrects_lorenz96_and_its_derivatives_pass_the_checks():
+    model = dp.Lorenz96(40, 8.0)
+    corrected = dl.CorrectedStepper(model, dl.MLP(40, key=jax.random.key(3), width=16, depth=1), scale=model.dt)
+    x = dp.rollout(model, 8.0 + 0.01 * jnp.sin(jnp.arange(40.0)), 200)[-1]
+    assert corrected.step(x).shape == (40,) and corrected.dt == model.dt
+    assert dp.check.dot_product_test(corrected.step, x).relative_error < 1e-12
+    loss = lambda c: jnp.sum(dp.rollout(c, x, 5)[-1] ** 2)
+    assert dp.check.taylor_test(lambda net: loss(eqx.tree_at(lambda c: c.network, corrected, net)),
+                                corrected.network).rate >= 1.9
