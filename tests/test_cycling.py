@@ -59,13 +59,13 @@ def test_overlapping_windows_share_their_observations_and_inflate_R(lorenz):
 @pytest.mark.parametrize("shift", [16, 4])
 def test_cycling_lorenz96_tracks_the_truth_below_the_observation_noise(lorenz, shift):
     model, x0, schedule, B = lorenz
-    twin = da.cycled_twin_experiment(model, x0, schedule, 16, 1.0, jax.random.key(4), shift=shift)
+    twin = da.cycled_twin_experiment(model, x0, schedule, 10, 1.0, jax.random.key(4), shift=shift)
     x_b = x0 + ob.DiffusionB(model.grid, 1.0, 0.5).sample(jax.random.key(5), x0)
     seen = []
     result = da.cycled_4dvar(model, schedule, twin.observations, ob.DiagonalR(1.0), B, x_b,
                              da.GaussNewton(max_iterations=20), shift=shift, callback=lambda k, r: seen.append(k))
-    assert seen == list(range(16))
-    scores = result.rmse(twin, spin_up=4)
+    assert seen == list(range(10))
+    scores = result.rmse(twin, spin_up=3)
     assert scores["analysis"] < 0.6 < 1.0  # well below the observation noise (σ = 1)
     assert scores["analysis"] < scores["forecast"]
     assert scores["smoother"] < scores["background"]
