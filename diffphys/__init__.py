@@ -3,12 +3,14 @@
 The public API is what this module lists.
 """
 
+from . import adjoint as adjoint
 from . import assimilate as assimilate
 from . import check as check
 from . import io as io
 from . import learn as learn
 from . import observe as observe
 from . import plot as plot
+from . import solvers as solvers
 from ._implicit import (
     FixedPointIteration as FixedPointIteration,
     Newton as Newton,

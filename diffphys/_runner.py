@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import numpy as np
 
 from . import io
 from ._rollout import rollout
-from .assimilate import GaussNewton, MinimizeResult, gauss_newton, minimize
+from .solvers import LBFGS, Adam, Converged, GaussNewton, Solution, iterate
 from .cases import Case, Problem, build_problem
 
 __all__ = ["OUTPUTS", "run_case"]
@@ -41,15 +42,27 @@ def _stats(field) -> dict:
     return {"mean": float(f.mean()), "min": float(f.min()), "max": float(f.max())}
 
 
-def _solve(fourdvar, solver: dict, callback) -> MinimizeResult:
-    """Minimise the case's 4D-Var cost with its ``[solver]`` settings (the same record for every method)."""
-    if solver["method"] != "gauss_newton":
-        return minimize(fourdvar, method=solver["method"], max_iterations=solver["max_iterations"], gtol=solver["gtol"],
-                        learning_rate=solver["learning_rate"], callback=callback)
-    result = gauss_newton(fourdvar, settings=GaussNewton(max_iterations=solver["max_iterations"], gtol=solver["gtol"]),
-                          callback=callback)
-    history = result.history()
-    return MinimizeResult(result.v, history["cost"], history["gradient_norm"], int(result.iterations), bool(result.converged))
+SOLVER_METHODS = {
+    "gauss_newton": lambda settings: GaussNewton(),
+    "lbfgs": lambda settings: LBFGS(),
+    "adam": lambda settings: Adam(learning_rate=settings["learning_rate"]),
+}
+"""The ``[solver] method`` names and the solver each builds from the ``[solver]`` section."""
+
+
+def _solve(fourdvar, solver: dict, callback) -> Solution:
+    """Minimise the case's 4D-Var cost with its ``[solver]`` settings (one compiled solve, any method)."""
+    mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
+    return iterate(SOLVER_METHODS[solver["method"]](solver), fourdvar, mode=mode, progress=callback, throw=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    v: object
+    costs: np.ndarray
+    gradient_norms: np.ndarray
+    iterations: int
+    converged: bool
 
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
@@ -76,13 +89,16 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     every = max(1, solver["max_iterations"] // 10)
     reported = []
 
-    def show(iteration, cost, gradient_norm):
+    def show(iteration, records):
         reported.append(iteration)
-        say(f"  iteration {iteration:4d}   cost {cost:.6e}   |gradient| {gradient_norm:.3e}")
+        say(f"  iteration {iteration:4d}   cost {records['cost']:.6e}   |gradient| {records['gradient_norm']:.3e}")
 
-    result = _solve(fourdvar, solver, callback=lambda i, *a: show(i, *a) if i % every == 0 else None)
+    solution = _solve(fourdvar, solver, callback=lambda i, records: show(i, records) if i % every == 0 else None)
+    history = solution.history()
+    result = _Result(solution.value, history["cost"], history["gradient_norm"], solution.num_steps,
+                     bool(solution.converged))
     if result.iterations not in reported:
-        show(result.iterations, result.costs[-1], result.gradient_norms[-1])
+        show(result.iterations, {"cost": result.costs[-1], "gradient_norm": result.gradient_norms[-1]})
     zero = fourdvar.zero_control()
     if estimating is None:
         analysis_control = np.asarray(_first_field(fourdvar.initial_state(result.v)))
