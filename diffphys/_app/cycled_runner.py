@@ -10,9 +10,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import io
-from .assimilate import GaussNewton, cycled_4dvar
-from .cases import Case, CycledProblem, build_cycled_problem
+from .. import io
+from ..assimilate import GaussNewton, cycled_4dvar
+from .build import CycledProblem, build_cycled_problem
+from .load import Case
 
 __all__ = ["CYCLED_OUTPUTS", "run_cycled_case"]
 

@@ -1,7 +1,7 @@
 """The schema of case files: every section and key, its type, default and meaning, and their checks.
 
 Each checker takes ``(value, where)`` and returns the normalised value or raises :class:`CaseError`
-naming the field (``where``) and what would be valid. See :mod:`diffphys.cases`.
+naming the field (``where``) and what would be valid. See :mod:`diffphys.cases` and ``cases/README.md``.
 """
 
 from __future__ import annotations

@@ -10,10 +10,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import io
-from ._rollout import rollout
-from .assimilate import GaussNewton, MinimizeResult, gauss_newton, minimize
-from .cases import Case, Problem, build_problem
+from .. import io
+from .._rollout import rollout
+from ..assimilate import GaussNewton, MinimizeResult, gauss_newton, minimize
+from .build import Problem, build_problem
+from .cycled_runner import run_cycled_case
+from .load import Case
 
 __all__ = ["OUTPUTS", "run_case"]
 
@@ -54,13 +56,11 @@ def _solve(fourdvar, solver: dict, callback) -> MinimizeResult:
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
     """Solve ``case`` and write its outputs (see :data:`OUTPUTS`; for a ``[cycling]`` case
-    :data:`~diffphys._cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
+    :data:`~diffphys._app.cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
 
     ``progress`` receives one line per report (start, iterations, end); ``None`` is silent.
     """
     if case.config["cycling"]["cycles"] is not None:
-        from ._cycled_runner import run_cycled_case
-
         return run_cycled_case(case, out, progress=progress)
     say = progress or (lambda line: None)
     started = time.perf_counter()
@@ -192,7 +192,7 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
+    from ..plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
 
     grid, schedule = problem.grid, problem.schedule
     sensors = schedule.operators[0].locations
