@@ -158,7 +158,7 @@ def _error(tmp_path, text, overrides=()):
         (None, ("observations.sigma=[0.1, -0.1]",), r"\[observations\] sigma must be a number > 0"),
         (None, ("background.length_scale=-0.1",), r"\[background\] length_scale must be a number > 0, got -0\.1"),
         (None, ("solver.method=newton",), r"\[solver\] method must be one of \['gauss_newton', 'lbfgs', 'adam'\], got 'newton'"),
-        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave', 'lorenz96'\], got 'heta' \(did you mean 'heat'\?\)"),
+        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave', 'lorenz96', 'nonlinear_heat', 'advection_diffusion'\], got 'heta' \(did you mean 'heat'\?\)"),
         (None, ("grid.bc=neuman",), r"\[grid\] bc must be one of \['periodic', 'dirichlet', 'neumann'\], got 'neuman'"),
         (None, ("observations.missing_fraction=1.0",), r"missing_fraction must be a number >= 0 and < 1, got 1\.0"),
         (None, ("output.plots=1",), r"\[output\] plots must be true or false, got 1"),

@@ -20,16 +20,15 @@ from .. import io
 from .._rollout import rollout
 from ..assimilate import CycledTwin, InitialState, Parameter, StrongConstraint4DVar, cycled_twin_experiment
 from ..grid import Grid1D, Grid2D
-from ..models import Advection, Heat, Lorenz96, Wave
 from ..observe import DiagonalR, DiffusionB, FootprintAverage, ObservationSchedule, PointSensors, subsample, twin_experiment
 from .expression import ExpressionError, evaluate
 from .load import Case
+from .registry import MODEL_KINDS
 from .schema import CaseError
 
 __all__ = ["CycledProblem", "Problem", "build_cycled_problem", "build_problem"]
 
 MAX_STEPS = 1_000_000
-LORENZ96_DT = 0.05  # the usual Lorenz-96 step; the default dt takes the largest step <= it that hits the observations
 
 
 @dataclasses.dataclass
@@ -61,8 +60,9 @@ def _nested_tuple(value):
 
 def _grid(config) -> Grid1D | Grid2D:
     g = config["grid"]
-    if config["model"]["kind"] == "lorenz96":
-        return Lorenz96(g["n"]).grid
+    ring = MODEL_KINDS[config["model"]["kind"]].ring
+    if ring is not None:
+        return ring(g["n"])
     bc = _nested_tuple(g["bc"])
     try:
         if isinstance(g["n"], list):
@@ -91,19 +91,10 @@ def _evaluate(value, grid, where: str) -> np.ndarray:
 
 
 def _make_model(config, grid, parameters: dict, dt):
+    """The model of the case's ``[model] kind`` (through its registry entry) with these parameter fields."""
     model = config["model"]
-    kind = model["kind"]
-    options = {} if model["scheme"] is None else {"scheme": model["scheme"]}
     try:
-        if kind == "heat":
-            return Heat(grid, parameters["kappa"], dt=dt, source=parameters.get("source"), **options)
-        if kind == "wave":
-            return Wave(grid, parameters["speed"], dt=dt, source=parameters.get("source"), **options)
-        if kind == "lorenz96":
-            return Lorenz96(grid.n, parameters["forcing"], dt=LORENZ96_DT if dt is None else dt, **options)
-        velocity = parameters["velocity"]
-        return Advection(grid, tuple(velocity) if isinstance(velocity, list) else velocity, dt=dt,
-                         reconstruction=model["reconstruction"], **options)
+        return MODEL_KINDS[model["kind"]].build(grid, parameters, model, dt, model["scheme"])
     except ValueError as error:
         raise CaseError(f"[model]: {error}") from None
 
@@ -140,7 +131,7 @@ def _operator(config, grid):
 def _fields(config, grid) -> dict:
     """The true physical parameter fields of ``[model]``, evaluated on the grid."""
     out = {}
-    for name in ("kappa", "velocity", "speed", "source", "forcing"):
+    for name in MODEL_KINDS[config["model"]["kind"]].fields:
         value = config["model"].get(name)
         if value is not None:
             where = f"[model] {name}"
@@ -188,7 +179,8 @@ def build_problem(case: Case) -> Problem:
     if config["cycling"]["cycles"] is not None:
         raise CaseError(f"case {case.name} has [cycling] cycles: build it with build_cycled_problem")
     grid = _grid(config)
-    kind, obs, control = config["model"]["kind"], config["observations"], config["control"]
+    obs, control = config["observations"], config["control"]
+    second_order = MODEL_KINDS[config["model"]["kind"]].state_fields == 2  # the state is (u, ∂u/∂t)
     duration = config["window"]["duration"]
     truth_parameters = _fields(config, grid)
     estimating = control["parameter"] if control["kind"] == "parameter" else None
@@ -204,7 +196,7 @@ def build_problem(case: Case) -> Problem:
 
     u0 = None if config["truth"]["initial"] is None else _evaluate(config["truth"]["initial"], grid, "[truth] initial")
     velocity0 = _evaluate(config["truth"]["initial_velocity"], grid, "[truth] initial_velocity")
-    truth_state = (u0, velocity0) if kind == "wave" and u0 is not None else u0
+    truth_state = (u0, velocity0) if second_order and u0 is not None else u0
     try:
         B = DiffusionB(grid, config["background"]["sigma"], config["background"]["length_scale"])
     except ValueError as error:
@@ -235,14 +227,14 @@ def build_problem(case: Case) -> Problem:
 
     if estimating is None:
         u_b = guess_field if guess_field is not None else _first(twin.background)
-        control_map = (InitialState(template=(jnp.asarray(u_b), jnp.asarray(velocity0)), field=0) if kind == "wave"
+        control_map = (InitialState(template=(jnp.asarray(u_b), jnp.asarray(velocity0)), field=0) if second_order
                        else InitialState())
         truth_control = None if data is not None else u0
         background_control, z_b = u_b, jnp.asarray(u_b)
     else:
         if control["transform"] == "log" and not (guess_field > 0).all():
             raise CaseError("[background] first_guess must be > 0 everywhere to estimate the log of a parameter")
-        known = tuple(map(jnp.asarray, truth_state)) if kind == "wave" else jnp.asarray(truth_state)
+        known = tuple(map(jnp.asarray, truth_state)) if second_order else jnp.asarray(truth_state)
         control_map = Parameter(estimating, known, transform=control["transform"])
         truth_control = None if data is not None else np.asarray(truth_parameters[estimating]).reshape(grid.shape)
         background_control, z_b = guess_field, control_map.to_control(jnp.asarray(guess_field))
