@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+import diffphys as dp
 from diffphys import cases
 from diffphys._app.registry import MODEL_KINDS
 from diffphys.schemes import scheme_registry, unconditionally_stable
@@ -103,18 +104,12 @@ def test_the_default_scheme_and_time_step(tmp_path, kind):
 def test_the_registry_lists_every_scheme_the_model_accepts(kind):
     """A scheme left out of a kind's list is one its model refuses (so the list is complete)."""
     entry = MODEL_KINDS[kind]
-    grid = entry.ring(8) if entry.ring is not None else _grid1d()
+    grid = entry.ring(8) if entry.ring is not None else dp.Grid1D(8, 1.0, bc="periodic")
     fields = {name: np.full(grid.shape, 8.0 if name == "forcing" else 0.01) for name in entry.fields}
     settings = {"reconstruction": "upwind", "beta": 0.5}
     for name in sorted(set(scheme_registry()) - set(entry.schemes)):
         with pytest.raises(ValueError):
             entry.build(grid, fields, settings, 0.001, name)
-
-
-def _grid1d():
-    import diffphys as dp
-
-    return dp.Grid1D(8, 1.0, bc="periodic")
 
 
 def test_nonlinear_heat_and_advection_diffusion_offer_their_parameters_as_controls(tmp_path):
