@@ -10,10 +10,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import io
-from .assimilate import cycled_4dvar
-from .solvers import Converged
-from .cases import Case, CycledProblem, build_cycled_problem
+from .. import io
+from ..assimilate import cycled_4dvar
+from ..solvers import Converged
+from .build import CycledProblem, build_cycled_problem
+from .load import Case
 
 __all__ = ["CYCLED_OUTPUTS", "run_cycled_case"]
 

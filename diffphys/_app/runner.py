@@ -11,10 +11,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import io
-from ._rollout import rollout
-from .solvers import LBFGS, Adam, Converged, GaussNewton, Solution, iterate
-from .cases import Case, Problem, build_problem
+from .. import io
+from .._rollout import rollout
+from ..solvers import Converged, Solution, iterate
+from .build import Problem, build_problem
+from .cycled_runner import run_cycled_case
+from .load import Case
+from .registry import SOLVER_METHODS
 
 __all__ = ["OUTPUTS", "run_case"]
 
@@ -42,14 +45,6 @@ def _stats(field) -> dict:
     return {"mean": float(f.mean()), "min": float(f.min()), "max": float(f.max())}
 
 
-SOLVER_METHODS = {
-    "gauss_newton": lambda settings: GaussNewton(),
-    "lbfgs": lambda settings: LBFGS(),
-    "adam": lambda settings: Adam(learning_rate=settings["learning_rate"]),
-}
-"""The ``[solver] method`` names and the solver each builds from the ``[solver]`` section."""
-
-
 def _solve(fourdvar, solver: dict, callback) -> Solution:
     """Minimise the case's 4D-Var cost with its ``[solver]`` settings (one compiled solve, any method)."""
     mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
@@ -67,13 +62,11 @@ class _Result:
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
     """Solve ``case`` and write its outputs (see :data:`OUTPUTS`; for a ``[cycling]`` case
-    :data:`~diffphys._cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
+    :data:`~diffphys._app.cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
 
     ``progress`` receives one line per report (start, iterations, end); ``None`` is silent.
     """
     if case.config["cycling"]["cycles"] is not None:
-        from ._cycled_runner import run_cycled_case
-
         return run_cycled_case(case, out, progress=progress)
     say = progress or (lambda line: None)
     started = time.perf_counter()
@@ -208,7 +201,7 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
+    from ..plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
 
     grid, schedule = problem.grid, problem.schedule
     sensors = schedule.operators[0].locations
