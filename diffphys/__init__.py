@@ -19,13 +19,9 @@ from ._implicit import (
     solve_fixed_point as solve_fixed_point,
     solve_root as solve_root,
 )
-from ._linear_solve import (
-    LinearSolver as LinearSolver,
-    SolveInfo as SolveInfo,
-    SolveResult as SolveResult,
-    solve_linear as solve_linear,
-)
+from ._linear_solve import LinearSolver as LinearSolver, solve_linear as solve_linear
 from ._rollout import rollout as rollout
+from ._solution import RESULTS as RESULTS, Solution as Solution
 from .grid import (
     Dirichlet as Dirichlet,
     Grid1D as Grid1D,

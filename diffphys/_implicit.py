@@ -32,7 +32,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax import lax
 
-from ._linear_solve import LinearSolver, SolveInfo, SolveResult, default_rtol, raise_if_failed, solve_linear
+from ._linear_solve import LinearSolver, default_rtol, raise_if_failed, solve_linear
+from ._misc import all_finite, max_norm, stop_gradient
+from ._solution import RESULTS, Solution
 
 __all__ = ["Newton", "FixedPointIteration", "implicit_solution", "solve_root", "solve_fixed_point"]
 
@@ -70,9 +72,9 @@ def _with_implicit_derivative_jvp(primals, tangents, *, settings, spd, diagonal)
         return eqx.filter_jvp(lambda y: residual(y, theta), (x,), (v,))[1]
 
     neg_dF = jtu.tree_map(jnp.negative, dF)
-    dx, _ = solve_linear(
+    dx = solve_linear(
         jacobian_x, neg_dF, settings, spd=spd, diagonal=diagonal, what="implicit-function-theorem solve"
-    )
+    ).value
     return out, dx
 
 
@@ -110,20 +112,6 @@ def implicit_solution(
     if diagonal is not None:
         diagonal = lax.stop_gradient(diagonal)
     return _with_implicit_derivative(closed, theta, solution, settings=linear_solver, spd=spd, diagonal=diagonal)
-
-
-def _max_norm(tree) -> jax.Array:
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jtu.tree_leaves(tree)]))
-
-
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]))
-
-
-def _stop(tree):
-    """``stop_gradient`` on every array of a pytree that may hold functions and other static leaves."""
-    dynamic, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(lax.stop_gradient(dynamic), static)
 
 
 class Newton(eqx.Module):
@@ -164,7 +152,7 @@ class Newton(eqx.Module):
 
 
 def _newton_forward(residual, x0, theta, settings: Newton, spd: bool, diagonal_fn, linear: bool):
-    """The Newton iteration itself (not differentiated); returns ``(x, info)``."""
+    """The Newton iteration itself (not differentiated); returns a :class:`Solution`."""
     inner = eqx.tree_at(lambda s: s.throw, settings.linear_solver, False)
     dtype = jtu.tree_leaves(x0)[0].dtype
     rtol = settings.resolved_rtol(dtype)
@@ -176,15 +164,16 @@ def _newton_forward(residual, x0, theta, settings: Newton, spd: bool, diagonal_f
         def jacobian(v):
             return jax.jvp(lambda y: residual(y, theta), (x,), (v,))[1]
 
-        delta, info = solve_linear(jacobian, jtu.tree_map(jnp.negative, fx), inner, spd=spd, diagonal=diagonal)
-        return jtu.tree_map(jnp.add, x, delta), delta, info
+        inner_solution = solve_linear(jacobian, jtu.tree_map(jnp.negative, fx), inner, spd=spd, diagonal=diagonal)
+        delta = inner_solution.value
+        return jtu.tree_map(jnp.add, x, delta), delta, inner_solution
 
     if linear:
         # F is affine in x: one Newton step is the exact solve (to the Krylov tolerance).
-        x, _, info = newton_step(x0)
+        x, _, inner_solution = newton_step(x0)
         # A NaN in the data can stop the Krylov method at step 0 with a finite (zero) update.
-        result = jnp.where(_all_finite(x), info.result, SolveResult.nonfinite).astype(jnp.int32)
-        return x, SolveInfo(result, info.iterations, info.residual)
+        result = RESULTS.where(all_finite(x), inner_solution.result, RESULTS.nonfinite)
+        return Solution(x, result, inner_solution.stats, None)
 
     def cond(carry):
         _, k, done, failed, _ = carry
@@ -192,19 +181,19 @@ def _newton_forward(residual, x0, theta, settings: Newton, spd: bool, diagonal_f
 
     def body(carry):
         x, k, _, _, _ = carry
-        x_new, delta, info = newton_step(x)
-        done = _max_norm(delta) <= settings.atol + rtol * _max_norm(x_new)
-        failed = info.result == SolveResult.nonfinite
-        return x_new, k + 1, done, failed, info.residual
+        x_new, delta, inner_solution = newton_step(x)
+        done = max_norm(delta) <= settings.atol + rtol * max_norm(x_new)
+        failed = inner_solution.result == RESULTS.nonfinite
+        return x_new, k + 1, done, failed, inner_solution.stats["residual"]
 
     init = (x0, jnp.asarray(0), jnp.asarray(False), jnp.asarray(False), jnp.asarray(jnp.inf, dtype))
     x, k, done, failed, _ = lax.while_loop(cond, body, init)
     fx = residual(x, theta)
-    scale = jnp.maximum(_max_norm(residual(x0, theta)), jnp.finfo(dtype).tiny)
-    result = jnp.where(
-        failed | ~_all_finite(x), SolveResult.nonfinite, jnp.where(done, SolveResult.successful, SolveResult.max_steps_reached)
+    scale = jnp.maximum(max_norm(residual(x0, theta)), jnp.finfo(dtype).tiny)
+    result = RESULTS.where(
+        failed | ~all_finite(x), RESULTS.nonfinite, RESULTS.where(done, RESULTS.successful, RESULTS.max_steps_reached)
     )
-    return x, SolveInfo(result.astype(jnp.int32), k.astype(jnp.int32), _max_norm(fx) / scale)
+    return Solution(x, result, {"num_steps": k.astype(jnp.int32), "residual": max_norm(fx) / scale}, None)
 
 
 def solve_root(
@@ -232,20 +221,23 @@ def solve_root(
     - ``linear``: ``F`` is affine in ``x``; then a single Newton step is exact.
     - ``what``: a name for error messages.
 
-    **Returns:** ``(x, info)`` with :class:`SolveInfo` (for Newton, ``residual`` is
-    $\|F(x)\|_\infty / \|F(x_0)\|_\infty$). A failed solve raises unless ``solver.throw`` is false.
+    **Returns:** a :class:`~diffphys.Solution`: ``value`` is the root, ``result`` a
+    :class:`~diffphys.RESULTS` code, ``stats["num_steps"]`` the Newton steps (Krylov steps when
+    ``linear``) and ``stats["residual"]`` $\|F(x)\|_\infty / \|F(x_0)\|_\infty$. A failed solve
+    raises unless ``solver.throw`` is false.
     """
     # The forward iteration is never differentiated: arrays the residual closes over are made
     # explicit and stopped, like theta (derivatives come from implicit_solution below).
     closed = eqx.filter_closure_convert(residual, x0, theta)
-    x_stop, theta_stop = _stop((x0, theta))
-    x, info = _newton_forward(_stop(closed), x_stop, theta_stop, solver, spd, diagonal, linear)
+    x_stop, theta_stop = stop_gradient((x0, theta))
+    forward = _newton_forward(stop_gradient(closed), x_stop, theta_stop, solver, spd, diagonal, linear)
+    x = forward.value
     if solver.throw:
         settings = solver.linear_solver if linear else solver
-        x = raise_if_failed(x, info, settings, what, hint="use preconditioner='jacobi', a better initial guess or a smaller dt")
+        x = raise_if_failed(x, forward, settings, what, hint="use preconditioner='jacobi', a better initial guess or a smaller dt")
     diag_at_x = None if diagonal is None else diagonal(x, theta_stop)
     x = implicit_solution(closed, x, theta, linear_solver=solver.linear_solver, spd=spd, diagonal=diag_at_x)
-    return x, info
+    return Solution(x, forward.result, forward.stats, None)
 
 
 class FixedPointIteration(eqx.Module):
@@ -276,13 +268,14 @@ def solve_fixed_point(
     The derivative solves with $I - \partial_x T$ at the fixed point (the condition is
     $F(x, \theta) = x - T(x, \theta) = 0$), so memory does not grow with the iteration count.
 
-    **Returns:** ``(x, info)`` with ``info.residual`` $= \|T(x) - x\|_\infty / \|x\|_\infty$.
+    **Returns:** a :class:`~diffphys.Solution` with ``stats["residual"]``
+    $= \|T(x) - x\|_\infty / \|x\|_\infty$ and ``stats["num_steps"]``.
     """
     dtype = jtu.tree_leaves(x0)[0].dtype
     rtol = solver.rtol if solver.rtol is not None else 10.0 * default_rtol(dtype)
     closed = eqx.filter_closure_convert(fn, x0, theta)
-    stopped = _stop(closed)
-    x_stop, theta_stop = _stop((x0, theta))
+    stopped = stop_gradient(closed)
+    x_stop, theta_stop = stop_gradient((x0, theta))
 
     def cond(carry):
         _, k, change = carry
@@ -291,18 +284,18 @@ def solve_fixed_point(
     def body(carry):
         x, k, _ = carry
         x_new = stopped(x, theta_stop)
-        gap = _max_norm(jtu.tree_map(jnp.subtract, x_new, x)) - (solver.atol + rtol * _max_norm(x_new))
+        gap = max_norm(jtu.tree_map(jnp.subtract, x_new, x)) - (solver.atol + rtol * max_norm(x_new))
         # Stop when converged; NaN also stops (reported as nonfinite below).
         change = jnp.where(jnp.isnan(gap), -1.0, gap)
         return x_new, k + 1, change
 
     x, k, change = lax.while_loop(cond, body, (x_stop, jnp.asarray(0), jnp.asarray(jnp.inf, dtype)))
-    gap = _max_norm(jtu.tree_map(jnp.subtract, stopped(x, theta_stop), x))
+    gap = max_norm(jtu.tree_map(jnp.subtract, stopped(x, theta_stop), x))
     finite = jnp.isfinite(gap)
-    result = jnp.where(~finite, SolveResult.nonfinite, jnp.where(change <= 0, SolveResult.successful, SolveResult.max_steps_reached))
-    info = SolveInfo(result.astype(jnp.int32), k.astype(jnp.int32), gap / jnp.maximum(_max_norm(x), jnp.finfo(dtype).tiny))
+    result = RESULTS.where(~finite, RESULTS.nonfinite, RESULTS.where(change <= 0, RESULTS.successful, RESULTS.max_steps_reached))
+    stats = {"num_steps": k.astype(jnp.int32), "residual": gap / jnp.maximum(max_norm(x), jnp.finfo(dtype).tiny)}
     if solver.throw:
-        x = raise_if_failed(x, info, solver, what, hint="check that the map is a contraction")
+        x = raise_if_failed(x, Solution(x, result, stats, None), solver, what, hint="check that the map is a contraction")
 
     def condition(y, th):
         return jtu.tree_map(jnp.subtract, y, closed(y, th))
@@ -310,4 +303,4 @@ def solve_fixed_point(
     settings = solver.linear_solver
     if settings.method == "cg":
         raise ValueError("solve_fixed_point: I - ∂T/∂x is not known to be symmetric; use 'gmres' or 'bicgstab'")
-    return implicit_solution(condition, x, theta, linear_solver=settings), info
+    return Solution(implicit_solution(condition, x, theta, linear_solver=settings), result, stats, None)

@@ -7,9 +7,10 @@ respect to ``b`` and to the arrays inside ``matvec`` (κ, c, ...) the tangent is
 $\dot x = A^{-1}(\dot b - \dot A x)$ and the reverse-mode cotangent is one solve with $A^\top$.
 Memory is independent of the iteration count.
 
-Failure is reported, never silent: each solve returns a :class:`SolveInfo` (result code,
-iterations, the relative residual reached) and, with ``throw=True`` (default), raises a run-time
-error that names the residual reached and what to change.
+Failure is reported, never silent: each solve returns a :class:`~diffphys.Solution` (the
+solution, a :class:`~diffphys.RESULTS` code, and ``stats``: ``num_steps`` and the relative
+``residual`` reached) and, with ``throw=True`` (default), raises a run-time error that names the
+residual reached and what to change.
 
 References: Y. Saad, *Iterative Methods for Sparse Linear Systems*, 2nd ed., SIAM 2003 (CG,
 GMRES, BiCGStab, Jacobi preconditioning); the lineax documentation for the implementations.
@@ -17,7 +18,7 @@ GMRES, BiCGStab, Jacobi preconditioning); the lineax documentation for the imple
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Callable
 
 import equinox as eqx
 import jax
@@ -26,7 +27,10 @@ import jax.tree_util as jtu
 import lineax as lx
 from jax import lax
 
-__all__ = ["LinearSolver", "SolveInfo", "SolveResult", "solve_linear", "raise_if_failed"]
+from ._misc import all_finite, max_norm
+from ._solution import RESULTS, Solution
+
+__all__ = ["LinearSolver", "raise_if_failed", "solve_linear"]
 
 _METHODS = ("auto", "cg", "gmres", "bicgstab")
 _PRECONDITIONERS = (None, "jacobi")
@@ -35,32 +39,6 @@ _PRECONDITIONERS = (None, "jacobi")
 def default_rtol(dtype) -> float:
     """Default relative tolerance: 1e-10 in float64, 1e-5 in float32 (about √ε·10)."""
     return 1e-10 if jnp.finfo(dtype).bits >= 64 else 1e-5
-
-
-class SolveResult:
-    """Result codes of an iterative solve (the ``result`` field of :class:`SolveInfo`)."""
-
-    successful: ClassVar[int] = 0
-    max_steps_reached: ClassVar[int] = 1
-    nonfinite: ClassVar[int] = 2
-    names: ClassVar[tuple[str, ...]] = ("successful", "max_steps_reached", "nonfinite")
-
-
-class SolveInfo(eqx.Module):
-    r"""What an iterative solve achieved; arrays, so it works under ``jit`` and ``vmap``.
-
-    - ``result``: a :class:`SolveResult` code (0 successful, 1 max_steps_reached, 2 nonfinite).
-    - ``iterations``: iterations taken (Krylov steps, or Newton steps for a nonlinear solve).
-    - ``residual``: the relative residual reached, $\|r\|_\infty / \|b\|_\infty$.
-    """
-
-    result: jax.Array
-    iterations: jax.Array
-    residual: jax.Array
-
-    @property
-    def converged(self) -> jax.Array:
-        return self.result == SolveResult.successful
 
 
 class LinearSolver(eqx.Module):
@@ -81,7 +59,7 @@ class LinearSolver(eqx.Module):
       the model supplies; it pays off for strongly varying coefficients).
     - ``restart``: GMRES restart length (default 30).
     - ``throw``: raise when the solve does not converge (default); ``False`` returns the last
-      iterate with its :class:`SolveInfo` result code instead.
+      iterate with its :class:`~diffphys.RESULTS` code instead.
     """
 
     method: str = "auto"
@@ -119,20 +97,12 @@ class LinearSolver(eqx.Module):
         return self.method
 
 
-def _max_norm(tree) -> jax.Array:
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jtu.tree_leaves(tree)]))
-
-
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]))
-
-
 def _krylov(matvec, b, settings: LinearSolver, spd: bool, inverse_diagonal):
-    """Run the Krylov method on ``matvec(x) = b`` (no derivatives needed here); returns ``(x, info)``."""
+    """Run the Krylov method on ``matvec(x) = b`` (no derivatives needed here); returns ``(x, (result, stats))``."""
     method = settings.resolved_method(spd)
     dtype = jtu.tree_leaves(b)[0].dtype
     rtol = settings.rtol if settings.rtol is not None else default_rtol(dtype)
-    b_norm = _max_norm(b)
+    b_norm = max_norm(b)
     atol = settings.atol + rtol * b_norm
     structure = jax.eval_shape(lambda: b)
     tags = (lx.symmetric_tag, lx.positive_semidefinite_tag) if method == "cg" else ()
@@ -151,15 +121,13 @@ def _krylov(matvec, b, settings: LinearSolver, spd: bool, inverse_diagonal):
     solution = lx.linear_solve(operator, b, solver, options=options, throw=False)
     x = solution.value
     residual = jtu.tree_map(lambda bi, ai: bi - ai, b, matvec(x))
-    relative = _max_norm(residual) / jnp.where(b_norm > 0, b_norm, 1.0)
-    finite = _all_finite(x)
-    result = jnp.where(
-        ~finite,
-        SolveResult.nonfinite,
-        jnp.where(solution.result == lx.RESULTS.successful, SolveResult.successful, SolveResult.max_steps_reached),
+    relative = max_norm(residual) / jnp.where(b_norm > 0, b_norm, 1.0)
+    result = RESULTS.where(
+        all_finite(x),
+        RESULTS.where(solution.result == lx.RESULTS.successful, RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.nonfinite,
     )
-    info = SolveInfo(result.astype(jnp.int32), jnp.asarray(solution.stats["num_steps"], jnp.int32), relative)
-    return x, info
+    return x, (result, {"num_steps": jnp.asarray(solution.stats["num_steps"], jnp.int32), "residual": relative})
 
 
 def solve_linear(
@@ -184,7 +152,10 @@ def solve_linear(
     - ``diagonal``: the diagonal of ``A`` (same structure as ``b``), needed for ``"jacobi"``.
     - ``what``: a name for error messages.
 
-    **Returns:** ``(x, info)``; with ``settings.throw`` a non-converged solve raises at run time.
+    **Returns:** a :class:`~diffphys.Solution`: ``value`` is $x$, ``result`` a
+    :class:`~diffphys.RESULTS` code (``successful``, ``max_steps_reached``, ``nonfinite``),
+    ``stats["num_steps"]`` the Krylov iterations and ``stats["residual"]`` the relative residual
+    $\|b - Ax\|_\infty / \|b\|_\infty$; with ``settings.throw`` a failed solve raises at run time.
     """
     if settings.preconditioner == "jacobi":
         if diagonal is None:
@@ -194,14 +165,16 @@ def solve_linear(
         inverse_diagonal = None
 
     def forward(mv, rhs):
-        x, info = _krylov(mv, rhs, settings, spd, inverse_diagonal)
-        return raise_if_failed(x, info, settings, what) if settings.throw else x, info
+        x, aux = _krylov(mv, rhs, settings, spd, inverse_diagonal)
+        return raise_if_failed(x, Solution(x, *aux, None), settings, what) if settings.throw else x, aux
 
     def transposed(vm, rhs):
-        x, info = _krylov(vm, rhs, settings, spd, inverse_diagonal)
-        return raise_if_failed(x, info, settings, f"{what} (transposed, for the derivative)") if settings.throw else x, info
+        x, aux = _krylov(vm, rhs, settings, spd, inverse_diagonal)
+        where = f"{what} (transposed, for the derivative)"
+        return raise_if_failed(x, Solution(x, *aux, None), settings, where) if settings.throw else x, aux
 
-    return lax.custom_linear_solve(matvec, b, forward, transposed, symmetric=spd, has_aux=True)
+    x, (result, stats) = lax.custom_linear_solve(matvec, b, forward, transposed, symmetric=spd, has_aux=True)
+    return Solution(x, result, stats, None)
 
 
 # Residual decades for the run-time message (equinox's errors carry static text, so the value reached
@@ -209,8 +182,8 @@ def solve_linear(
 _DECADES = tuple(range(-16, 3))
 
 
-def raise_if_failed(x, info: SolveInfo, settings, what: str, hint: str = ""):
-    """Return ``x``, raising at run time (``equinox.branched_error_if``) if ``info`` says the solve failed.
+def raise_if_failed(x, solution: Solution, settings, what: str, hint: str = ""):
+    """Return ``x``, raising at run time (``equinox.branched_error_if``) if ``solution`` says the solve failed.
 
     The message names the relative residual reached (to within a decade), the tolerance and budget
     asked for, and what to change.
@@ -228,12 +201,12 @@ def raise_if_failed(x, info: SolveInfo, settings, what: str, hint: str = ""):
             f"{what} did not converge within {settings.max_steps} iterations: relative residual reached "
             f"between 1e{d - 1} and 1e{d}, asked rtol={rtol:g}; {advice}"
         )
-    log_residual = jnp.log10(jnp.maximum(info.residual, 1e-300))
+    log_residual = jnp.log10(jnp.maximum(solution.stats["residual"], 1e-300))
     decade = jnp.clip(jnp.ceil(log_residual).astype(jnp.int32), _DECADES[0], _DECADES[-1] + 1)
     index = jnp.where(
-        info.result == SolveResult.nonfinite,
+        solution.result == RESULTS.nonfinite,
         0,
         jnp.where(decade > _DECADES[-1], 1, 2 + decade - _DECADES[0]),
     )
-    failed = info.result != SolveResult.successful
+    failed = solution.result != RESULTS.successful
     return eqx.branched_error_if(x, failed, index, messages)

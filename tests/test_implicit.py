@@ -16,13 +16,14 @@ def _cubic(x, theta):
 
 def test_solve_root_derivative_matches_the_implicit_function_theorem_formula():
     theta = jnp.linspace(-2.0, 3.0, 7)
-    x, info = dp.solve_root(_cubic, jnp.zeros(7), theta)
-    assert int(info.result) == dp.SolveResult.successful
+    solution = dp.solve_root(_cubic, jnp.zeros(7), theta)
+    x = solution.value
+    assert solution.result == dp.RESULTS.successful
     assert jnp.max(jnp.abs(_cubic(x, theta))) < 1e-12
-    jac = jax.jacrev(lambda t: dp.solve_root(_cubic, jnp.zeros(7), t)[0])(theta)
+    jac = jax.jacrev(lambda t: dp.solve_root(_cubic, jnp.zeros(7), t).value)(theta)
     assert jnp.allclose(jac, jnp.diag(1 / (3 * x**2 + 1)), rtol=1e-10, atol=1e-12)
     # Forward mode, column by column (jvp under vmap).
-    push = lambda v: jax.jvp(lambda t: dp.solve_root(_cubic, jnp.zeros(7), t)[0], (theta,), (v,))[1]
+    push = lambda v: jax.jvp(lambda t: dp.solve_root(_cubic, jnp.zeros(7), t).value, (theta,), (v,))[1]
     assert jnp.allclose(jax.vmap(push)(jnp.eye(7)).T, jac, rtol=1e-10, atol=1e-12)
 
 
@@ -30,7 +31,7 @@ def test_solve_root_differentiates_arrays_the_residual_closes_over():
     a = jnp.asarray([0.5, 1.0, 2.0])
 
     def root(a, theta):
-        return dp.solve_root(lambda x, t: a * x**3 + x - t, jnp.zeros(3), theta)[0]
+        return dp.solve_root(lambda x, t: a * x**3 + x - t, jnp.zeros(3), theta).value
 
     x = root(a, 1.0)
     # d/da of the root of a x³ + x - θ = 0: -x³ / (3 a x² + 1).
@@ -56,9 +57,9 @@ def test_implicit_solution_on_a_pytree_state_with_spd_cg():
         return u + a @ u - theta[0], 3 * v - theta[1]
 
     theta = (jnp.asarray([1.0, 2.0]), jnp.asarray([3.0, 6.0]))
-    (u, v), _ = dp.solve_root(residual, (jnp.zeros(2), jnp.zeros(2)), theta, spd=True, linear=True)
+    u, v = dp.solve_root(residual, (jnp.zeros(2), jnp.zeros(2)), theta, spd=True, linear=True).value
     assert jnp.allclose(u, jnp.linalg.solve(a + jnp.eye(2), theta[0]), atol=1e-10) and jnp.allclose(v, theta[1] / 3)
-    grad_u = jax.grad(lambda t: jnp.sum(dp.solve_root(residual, (jnp.zeros(2),) * 2, t, spd=True, linear=True)[0][0]))(theta)
+    grad_u = jax.grad(lambda t: jnp.sum(dp.solve_root(residual, (jnp.zeros(2),) * 2, t, spd=True, linear=True).value[0]))(theta)
     assert jnp.allclose(grad_u[0], jnp.linalg.solve((a + jnp.eye(2)).T, jnp.ones(2)), atol=1e-10)
 
 
@@ -66,9 +67,10 @@ def test_fixed_point_derivative_equals_formula_and_unrolled_iteration():
     """x = ½cos(x) + θ (a contraction): dx/dθ = 1 / (1 + ½ sin x)."""
     fn = lambda x, t: 0.5 * jnp.cos(x) + t
     theta = jnp.asarray([0.0, 0.3, 1.0])
-    x, info = dp.solve_fixed_point(fn, jnp.zeros(3), theta)
-    assert int(info.result) == dp.SolveResult.successful and int(info.iterations) > 10
-    grad = jax.grad(lambda t: jnp.sum(dp.solve_fixed_point(fn, jnp.zeros(3), t)[0]))(theta)
+    solution = dp.solve_fixed_point(fn, jnp.zeros(3), theta)
+    x = solution.value
+    assert solution.result == dp.RESULTS.successful and int(solution.stats["num_steps"]) > 10
+    grad = jax.grad(lambda t: jnp.sum(dp.solve_fixed_point(fn, jnp.zeros(3), t).value))(theta)
     assert jnp.allclose(grad, 1 / (1 + 0.5 * jnp.sin(x)), rtol=1e-9)
 
     def unrolled(t):
@@ -79,7 +81,7 @@ def test_fixed_point_derivative_equals_formula_and_unrolled_iteration():
 
 def test_solve_root_under_jit_and_vmap():
     thetas = jnp.linspace(0.0, 5.0, 12).reshape(4, 3)
-    solve = eqx.filter_jit(jax.vmap(lambda t: dp.solve_root(_cubic, jnp.zeros(3), t)[0]))
+    solve = eqx.filter_jit(jax.vmap(lambda t: dp.solve_root(_cubic, jnp.zeros(3), t).value))
     xs = solve(thetas)
     assert jnp.max(jnp.abs(_cubic(xs, thetas))) < 1e-12
 
@@ -101,13 +103,13 @@ def test_linear_solve_that_runs_out_of_iterations_raises_naming_the_residual_rea
 
 def test_throw_false_returns_the_result_code_instead():
     model, u0 = _heat_be(max_steps=3, throw=False)
-    u1, info = model.scheme.step_with_info(model, u0, model.dt)
-    assert int(info.result) == dp.SolveResult.max_steps_reached and not bool(info.converged)
-    assert int(info.iterations) == 3 and 1e-10 < float(info.residual) < 1.0
-    assert jnp.all(jnp.isfinite(u1))
+    step = model.scheme.solve_step(model, u0, model.dt)
+    assert step.result == dp.RESULTS.max_steps_reached and not bool(step.converged)
+    assert int(step.stats["num_steps"]) == 3 and 1e-10 < float(step.stats["residual"]) < 1.0
+    assert jnp.all(jnp.isfinite(step.value))
     model, u0 = _heat_be()
-    _, info = model.scheme.step_with_info(model, u0, model.dt)
-    assert int(info.result) == dp.SolveResult.successful and float(info.residual) < 1e-9
+    step = model.scheme.solve_step(model, u0, model.dt)
+    assert step.result == dp.RESULTS.successful and float(step.stats["residual"]) < 1e-9
 
 
 def test_newton_that_does_not_converge_raises_and_reports_with_throw_false():
@@ -117,16 +119,16 @@ def test_newton_that_does_not_converge_raises_and_reports_with_throw_false():
     with pytest.raises(Exception, match="NonlinearHeat backward-Euler step did not converge within 1 iterations"):
         jax.block_until_ready(strict.step(u0))
     lenient = dp.NonlinearHeat(grid, 0.5, beta=2.0, dt=0.1, scheme=dp.BackwardEuler(dp.Newton(max_steps=1, throw=False)))
-    _, info = lenient.scheme.step_with_info(lenient, u0, lenient.dt)
-    assert int(info.result) == dp.SolveResult.max_steps_reached and int(info.iterations) == 1
-    _, info = dp.NonlinearHeat(grid, 0.5, beta=2.0, dt=0.1).scheme.step_with_info(strict, u0, 0.1)
-    assert int(info.result) == dp.SolveResult.successful and 1 < int(info.iterations) < 10
+    step = lenient.scheme.solve_step(lenient, u0, lenient.dt)
+    assert step.result == dp.RESULTS.max_steps_reached and int(step.stats["num_steps"]) == 1
+    step = dp.NonlinearHeat(grid, 0.5, beta=2.0, dt=0.1).scheme.solve_step(strict, u0, 0.1)
+    assert step.result == dp.RESULTS.successful and 1 < int(step.stats["num_steps"]) < 10
 
 
 def test_nonfinite_input_is_reported_as_nonfinite():
     model, u0 = _heat_be(throw=False)
-    _, info = model.scheme.step_with_info(model, u0.at[3, 4].set(jnp.nan), model.dt)
-    assert int(info.result) == dp.SolveResult.nonfinite
+    step = model.scheme.solve_step(model, u0.at[3, 4].set(jnp.nan), model.dt)
+    assert step.result == dp.RESULTS.nonfinite
     strict, _ = _heat_be()
     with pytest.raises(Exception, match="not finite"):
         jax.block_until_ready(strict.step(u0.at[3, 4].set(jnp.nan)))
@@ -140,10 +142,10 @@ def test_failed_adjoint_solve_also_raises():
     # cotangent needs many more than 12.
     scheme = dp.BackwardEuler(dp.Newton(linear_solver=dp.LinearSolver(max_steps=12)))
     loss = lambda k: jnp.sum(jnp.sign(jnp.sin(40 * grid.x)) * dp.Heat(grid, k, dt=1.0, scheme=scheme).step(u0))
-    _, info = dp.Heat(grid, 1.0, dt=1.0, scheme=dp.BackwardEuler(dp.Newton(linear_solver=dp.LinearSolver(max_steps=12, throw=False)))).scheme.step_with_info(
+    step = dp.Heat(grid, 1.0, dt=1.0, scheme=dp.BackwardEuler(dp.Newton(linear_solver=dp.LinearSolver(max_steps=12, throw=False)))).scheme.solve_step(
         dp.Heat(grid, 1.0, dt=1.0, scheme=scheme), u0, 1.0
     )
-    assert int(info.result) == dp.SolveResult.successful  # the forward solve is fine
+    assert step.result == dp.RESULTS.successful  # the forward solve is fine
     with pytest.raises(Exception, match=r"\(transposed, for the derivative\) did not converge"):
         jax.block_until_ready(jax.grad(loss)(jnp.ones(64)))
 

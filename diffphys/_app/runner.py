@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ OUTPUTS = {
     "analysis.nc": "truth (twin experiments), background and analysis trajectories (dims time, x[, y]); for a "
                    "parameter case the three parameter fields; group 'observations': the data (time, sensor), "
                    "their σ and the truth, background and analysis equivalents",
-    "summary.json": "case, rmse_background, rmse_analysis, cost_initial, cost_final, iterations, converged, "
+    "summary.json": "case, rmse_background, rmse_analysis, cost_initial, cost_final, iterations, converged, result, "
                     "wall_time_s, ...; parameter cases: true and estimated parameter and their errors",
     "analysis.png": "analysis vs truth vs background with the sensor positions; fit to the observations",
     "cost.png": "the 4D-Var cost per iteration (log scale)",
@@ -49,15 +48,6 @@ def _solve(fourdvar, solver: dict, callback) -> Solution:
     """Minimise the case's 4D-Var cost with its ``[solver]`` settings (one compiled solve, any method)."""
     mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
     return iterate(SOLVER_METHODS[solver["method"]](solver), fourdvar, mode=mode, progress=callback, throw=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Result:
-    v: object
-    costs: np.ndarray
-    gradient_norms: np.ndarray
-    iterations: int
-    converged: bool
 
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
@@ -87,16 +77,15 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
         say(f"  iteration {iteration:4d}   cost {records['cost']:.6e}   |gradient| {records['gradient_norm']:.3e}")
 
     solution = _solve(fourdvar, solver, callback=lambda i, records: show(i, records) if i % every == 0 else None)
-    history = solution.history()
-    result = _Result(solution.value, history["cost"], history["gradient_norm"], solution.num_steps,
-                     bool(solution.converged))
-    if result.iterations not in reported:
-        show(result.iterations, {"cost": result.costs[-1], "gradient_norm": result.gradient_norms[-1]})
+    history, v, iterations = solution.history(), solution.value, solution.num_steps
+    costs, gradient_norms = history["cost"], history["gradient_norm"]
+    if iterations not in reported:
+        show(iterations, {"cost": costs[-1], "gradient_norm": gradient_norms[-1]})
     zero = fourdvar.zero_control()
     if estimating is None:
-        analysis_control = np.asarray(_first_field(fourdvar.initial_state(result.v)))
+        analysis_control = np.asarray(_first_field(fourdvar.initial_state(v)))
     else:
-        analysis_control = np.asarray(getattr(fourdvar.model_for(result.v), estimating)).reshape(problem.grid.shape)
+        analysis_control = np.asarray(getattr(fourdvar.model_for(v), estimating)).reshape(problem.grid.shape)
     truth_control, background_control = problem.truth_control, problem.background_control
     rmse_b = None if truth_control is None else _rms(background_control - truth_control)
     rmse_a = None if truth_control is None else _rms(analysis_control - truth_control)
@@ -109,12 +98,12 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
         return np.asarray(_first_field(rollout(model, state, problem.n_steps, save_at=steps)))
 
     runs = {"background": (fourdvar.model_for(zero), fourdvar.initial_state(zero)),
-            "analysis": (fourdvar.model_for(result.v), fourdvar.initial_state(result.v))}
+            "analysis": (fourdvar.model_for(v), fourdvar.initial_state(v))}
     if problem.truth_model is not None:
         runs = {"truth": (problem.truth_model, problem.truth_state), **runs}
     states = {name: trajectory(*run) for name, run in runs.items()}
     equivalents = {"background": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(zero))),
-                   "analysis": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(result.v)))}
+                   "analysis": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(v)))}
     if problem.clean_observations is not None:
         equivalents = {"truth": problem.clean_observations, **equivalents}
     present = np.isfinite(problem.observations)
@@ -125,7 +114,7 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     _write_analysis(out / "analysis.nc", problem, states, times, estimating, analysis_control, equivalents)
     outputs = ["analysis.nc", "summary.json"]
     if config["output"]["plots"]:
-        _write_plots(out, problem, states, estimating, analysis_control, equivalents, result.costs)
+        _write_plots(out, problem, states, estimating, analysis_control, equivalents, costs)
         outputs += ["analysis.png", "cost.png"]
     summary = {
         "case": case.name,
@@ -140,12 +129,13 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
         "n_observation_times": len(problem.schedule.times),
         "rmse_background": rmse_b,
         "rmse_analysis": rmse_a,
-        "cost_initial": float(result.costs[0]),
-        "cost_final": float(result.costs[-1]),
-        "gradient_norm_initial": float(result.gradient_norms[0]),
-        "gradient_norm_final": float(result.gradient_norms[-1]),
-        "iterations": result.iterations,
-        "converged": result.converged,
+        "cost_initial": float(costs[0]),
+        "cost_final": float(costs[-1]),
+        "gradient_norm_initial": float(gradient_norms[0]),
+        "gradient_norm_final": float(gradient_norms[-1]),
+        "iterations": iterations,
+        "converged": bool(solution.converged),
+        "result": solution.outcome,
         "solver": solver["method"],
         "innovation_rms_background": innovation["background"],
         "innovation_rms_analysis": innovation["analysis"],
@@ -168,8 +158,8 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if rmse_b is not None:
         say(f"  rmse background {rmse_b:.4g} -> analysis {rmse_a:.4g}")
-    say(f"  {'converged' if result.converged else 'stopped'} after {result.iterations} iterations; cost "
-        f"{result.costs[0]:.4g} -> {result.costs[-1]:.4g}; wrote {', '.join(outputs)} to {out}/ in "
+    say(f"  {'converged' if solution.converged else 'stopped (' + solution.outcome + ')'} after {iterations} iterations; cost "
+        f"{costs[0]:.4g} -> {costs[-1]:.4g}; wrote {', '.join(outputs)} to {out}/ in "
         f"{summary['wall_time_s']:.1f} s")
     return summary
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from .._implicit import Newton
 from ._explicit import _add
-from ._implicit import AbstractImplicitScheme, solve_stage, worst_info
+from ._implicit import AbstractImplicitScheme, combine_stages, solve_stage
 
 __all__ = ["IMEXARS443"]
 
@@ -51,11 +51,11 @@ class IMEXARS443(AbstractImplicitScheme):
     implicit_rows: ClassVar[tuple[tuple[float, ...], ...]] = ((), (1 / 6,), (-1 / 2, 1 / 2), (3 / 2, -3 / 2, 1 / 2))
     diagonal: ClassVar[float] = 1 / 2
 
-    def step_with_info(self, model, state, dt):
+    def solve_step(self, model, state, dt):
         what = f"{type(model).__name__} IMEX stage"
         explicit = [model.explicit_rhs(state)]  # f_E(Y_0)
         implicit = []  # f_I(Y_1), f_I(Y_2), ...
-        infos = []
+        stages = []
         y = state
         for i, (row_e, row_i) in enumerate(zip(self.explicit_rows, self.implicit_rows)):
             b = state
@@ -63,9 +63,10 @@ class IMEXARS443(AbstractImplicitScheme):
                 b = _add(b, a * dt, f)
             for a, f in zip(row_i, implicit):
                 b = _add(b, a * dt, f)
-            y, info = solve_stage(model, "implicit_rhs", b, self.diagonal * dt, y, self.newton, what)
-            infos.append(info)
+            stage = solve_stage(model, "implicit_rhs", b, self.diagonal * dt, y, self.newton, what)
+            stages.append(stage)
+            y = stage.value
             if i + 1 < len(self.explicit_rows):
                 explicit.append(model.explicit_rhs(y))
                 implicit.append(model.implicit_rhs(y))
-        return y, worst_info(*infos)
+        return combine_stages(y, *stages)

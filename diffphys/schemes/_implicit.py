@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from .._implicit import Newton, solve_root
-from .._linear_solve import SolveInfo
+from .._solution import RESULTS, Solution
 from ._explicit import AbstractScheme, _add
 
-__all__ = ["AbstractImplicitScheme", "BackwardEuler", "CrankNicolson", "Newmark", "solve_stage", "worst_info"]
+__all__ = ["AbstractImplicitScheme", "BackwardEuler", "CrankNicolson", "Newmark", "combine_stages", "solve_stage"]
 
 _INF = math.inf
 _UNCONDITIONAL = {"diffusion": _INF, "oscillation": _INF, "upwind": _INF, "weno5": _INF}
@@ -46,32 +46,35 @@ class AbstractImplicitScheme(AbstractScheme):
     """A time scheme with implicit stages, each solved by Newton–Krylov with implicit derivatives.
 
     ``newton`` holds the solver settings (tolerances, iteration budgets, Krylov method,
-    preconditioner, ``throw``). ``step_with_info`` also returns the :class:`~diffphys.SolveInfo`
-    of the step (the worst of its stages), which is how to read the result code with
-    ``throw=False``.
+    preconditioner, ``throw``). ``solve_step`` returns the step as a :class:`~diffphys.Solution`
+    (the new state, the worst result of its stages, their total iterations and largest residual),
+    which is how to read the result code with ``throw=False``.
     """
 
     newton: eqx.AbstractVar[Newton]
 
     def step(self, model, state, dt):
-        return self.step_with_info(model, state, dt)[0]
+        return self.solve_step(model, state, dt).value
 
     @abc.abstractmethod
-    def step_with_info(self, model, state, dt) -> tuple[object, SolveInfo]:
-        """Advance ``state`` by ``dt``; return ``(new_state, info)``."""
+    def solve_step(self, model, state, dt) -> Solution:
+        """Advance ``state`` by ``dt``; the :class:`~diffphys.Solution`'s value is the new state."""
 
 
-def worst_info(*infos: SolveInfo) -> SolveInfo:
-    """Combine stage infos: the largest result code, total iterations, the largest residual."""
-    return SolveInfo(
-        jnp.max(jnp.stack([i.result for i in infos])),
-        sum(i.iterations for i in infos),
-        jnp.max(jnp.stack([i.residual for i in infos])),
-    )
+def combine_stages(value, *stages: Solution) -> Solution:
+    """One step's :class:`~diffphys.Solution` from its stages': the worst result (non-finite before
+    budget spent before successful), the total iterations and the largest residual."""
+    results = [stage.result for stage in stages]
+    worst = RESULTS.successful
+    for bad in (RESULTS.max_steps_reached, RESULTS.nonfinite):
+        worst = RESULTS.where(jnp.any(jnp.stack([r == bad for r in results])), bad, worst)
+    stats = {"num_steps": sum(stage.stats["num_steps"] for stage in stages),
+             "residual": jnp.max(jnp.stack([stage.stats["residual"] for stage in stages]))}
+    return Solution(value, worst, stats, None)
 
 
 def solve_stage(model, part: str, b, c_dt: float, guess, newton: Newton, what: str):
-    r"""Solve $y - c\Delta t\, f(y) = b$ for $y$, $f$ = ``getattr(model, part)``; returns ``(y, info)``."""
+    r"""Solve $y - c\Delta t\, f(y) = b$ for $y$, $f$ = ``getattr(model, part)``; returns a :class:`~diffphys.Solution`."""
     properties = model.jacobian_properties(part)
 
     def residual(y, theta):
@@ -114,7 +117,7 @@ class BackwardEuler(AbstractImplicitScheme):
     stability_limits: ClassVar[dict[str, float]] = _UNCONDITIONAL
     newton: Newton = Newton()
 
-    def step_with_info(self, model, state, dt):
+    def solve_step(self, model, state, dt):
         return solve_stage(model, "rhs", state, dt, state, self.newton, f"{type(model).__name__} backward-Euler step")
 
 
@@ -132,7 +135,7 @@ class CrankNicolson(AbstractImplicitScheme):
     stability_limits: ClassVar[dict[str, float]] = _UNCONDITIONAL
     newton: Newton = Newton()
 
-    def step_with_info(self, model, state, dt):
+    def solve_step(self, model, state, dt):
         b = _add(state, 0.5 * dt, model.rhs(state))
         return solve_stage(model, "rhs", b, 0.5 * dt, state, self.newton, f"{type(model).__name__} Crank–Nicolson step")
 
@@ -157,13 +160,12 @@ class Newmark(AbstractImplicitScheme):
     requires: ClassVar[tuple[str, ...]] = ("acceleration",)
     newton: Newton = Newton()
 
-    def step_with_info(self, model, state, dt):
+    def solve_step(self, model, state, dt):
         u, v = state
         a_now = model.acceleration(u)
         c = 0.25 * dt * dt
         b = u + dt * v + c * a_now
-        u_new, info = solve_stage(
-            model, "acceleration", b, c, u + dt * v, self.newton, f"{type(model).__name__} Newmark step"
-        )
+        stage = solve_stage(model, "acceleration", b, c, u + dt * v, self.newton, f"{type(model).__name__} Newmark step")
+        u_new = stage.value
         v_new = v + 0.5 * dt * (a_now + model.acceleration(u_new))
-        return (u_new, v_new), info
+        return Solution((u_new, v_new), stage.result, stage.stats, None)

@@ -72,8 +72,9 @@ def gauss_newton_direction(residual, x, damping, inner: LinearSolver):
     r, tangent = jax.linearize(residual, x)
     adjoint = jax.linear_transpose(tangent, x)
     gradient = adjoint(r)[0]
-    delta, info = _damped_solve(tangent, adjoint, gradient, damping, inner)
-    return delta, r, gradient, tangent(delta), info.iterations
+    inner_solution = _damped_solve(tangent, adjoint, gradient, damping, inner)
+    delta = inner_solution.value
+    return delta, r, gradient, tangent(delta), inner_solution.stats["num_steps"]
 
 
 def _damped_solve(tangent, adjoint, gradient, damping, inner):
@@ -163,17 +164,18 @@ class GaussNewton(AbstractIterativeSolver):
         g, j = state.gradient, state.cost
         if self.globalization == "none":
             lam, alpha = jnp.exp(params.log_damping), params.step_length
-            delta, info = _damped_solve(tangent, adjoint, g, lam, self.inner)
-            x_new = x_flat + alpha * delta
+            inner_solution = _damped_solve(tangent, adjoint, g, lam, self.inner)
+            x_new = x_flat + alpha * inner_solution.value
             cost, gradient = jax.value_and_grad(cost_fn)(x_new)
             return _State(unravel(x_new), cost, gradient, state.gradient_norm0, lam, state.nu,
-                          info.iterations.astype(jnp.int32), jnp.asarray(True), jnp.asarray(False))
+                          inner_solution.stats["num_steps"], jnp.asarray(True), jnp.asarray(False))
         levenberg = self.globalization == "levenberg_marquardt"
         dtype = x_flat.dtype
 
         def attempt(a):
             lam, alpha, nu, _, tries, cg, (_, _, first_predicted) = a
-            delta, info = _damped_solve(tangent, adjoint, g, lam, self.inner)
+            inner_solution = _damped_solve(tangent, adjoint, g, lam, self.inner)
+            delta = inner_solution.value
             jd = tangent(delta)
             predicted = -(jnp.vdot(r, jd) + 0.5 * jnp.vdot(jd, jd)) if levenberg else -alpha * jnp.vdot(g, delta)
             actual = j - cost_fn(x_flat + alpha * delta)
@@ -184,7 +186,7 @@ class GaussNewton(AbstractIterativeSolver):
             else:  # a shorter step
                 alpha = jnp.where(ok, alpha, 0.5 * alpha)
             first_predicted = jnp.where(tries == 0, predicted, first_predicted)
-            return lam, alpha, nu, ok, tries + 1, cg + info.iterations.astype(jnp.int32), (delta, gain, first_predicted)
+            return lam, alpha, nu, ok, tries + 1, cg + inner_solution.stats["num_steps"], (delta, gain, first_predicted)
 
         def keep_trying(a):
             lam, _, _, ok, tries, _, _ = a
