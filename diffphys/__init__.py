@@ -3,6 +3,7 @@
 The public API is what this module lists.
 """
 
+from . import adjoint as adjoint
 from . import assimilate as assimilate
 from . import check as check
 from . import io as io
