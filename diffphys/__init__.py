@@ -17,6 +17,7 @@ from ._implicit import (
     solve_fixed_point as solve_fixed_point,
     solve_root as solve_root,
 )
+from ._integrate import integrate as integrate
 from ._linear_solve import (
     LinearSolver as LinearSolver,
     SolveInfo as SolveInfo,
