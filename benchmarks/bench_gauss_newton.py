@@ -76,14 +76,14 @@ def main(argv=None) -> int:
           f"background kappa error {kappa_error(problem.zero_control()):.3f}")
 
     # Hypergradients (the solvers are compared in bench_solvers.py).
-    settings = da.GaussNewton(max_iterations=50, gtol=1e-6)
+    mode = dp.solvers.Converged(rtol=1e-6, max_steps=50)
     def loss(theta, solve):
         sig, obs = theta
         p = eqx.tree_at(lambda q: (q.R.sigma, q.observations), problem, (sig, obs))
         return jnp.sum((p.model_for(solve(p)).kappa - kappa_true) ** 2)
 
     theta = (problem.R.sigma, problem.observations)
-    solves = {"converged (IFT)": lambda p: da.gauss_newton(p, settings=settings).v}
+    solves = {"converged (IFT)": lambda p: da.gauss_newton(p, mode=mode, throw=False).value}
     for k in budgets:
         solves[f"unrolled K={k}"] = da.UnrolledGaussNewton(k, damping=1e-3)
     rows = []

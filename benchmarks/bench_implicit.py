@@ -6,7 +6,7 @@ every solve runs exactly K iterations):
 
 - **IFT**: ``diffphys.Heat(..., scheme=BackwardEuler(...))``; reverse mode is one transposed CG
   solve (K iterations) per step, nothing of the forward iterations stored;
-- **unrolled**: the same CG (``diffphys._linear_solve.cg_unrolled``) differentiated through its
+- **unrolled**: the same CG (``cg_unrolled`` of ``tests/reference.py``) differentiated through its
   iterations, which stores every iterate.
 
 Two workloads: one step, and a rollout of 100 steps (both gradients of ``sum(u_final**2)`` with
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     import diffphys as dp
-    from diffphys._linear_solve import cg_unrolled
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's references
+    from reference import cg_unrolled
     from diffphys._stencil import div_kappa_grad
 
     n = 64 if args.quick else 256

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    from diffphys._cycled_runner import run_cycled_case
+    from diffphys._app.cycled_runner import run_cycled_case
     from diffphys.cases import load_case
 
     seeds = range(1 if args.quick else args.seeds)

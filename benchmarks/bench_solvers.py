@@ -5,7 +5,7 @@ Gauss–Newton step is exact) and ``heat2d-diffusivity`` (log κ(x, y) on 32 x 3
 at full size (``--quick``: reduced). Solvers, all on the same whitened residuals from the same start:
 
 - **diffphys GN**: ``gauss_newton`` (Levenberg–Marquardt, matrix-free CG inner solves);
-- **L-BFGS**: ``diffphys.assimilate.minimize`` (optax L-BFGS with a zoom line search, the cost and its
+- **L-BFGS**: ``diffphys.solvers.LBFGS`` (optax L-BFGS with a zoom line search, the cost and its
   gradient jitted in one function);
 - **optimistix GN**: ``optimistix.GaussNewton`` with ``lineax.Normal(lineax.CG)`` (matrix-free; its own stopping
   rule on step and cost) and, for reference, ``optimistix.LevenbergMarquardt``.
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from bench_gauss_newton import _median_time
+
+from diffphys.solvers import AbstractProblem
 
 TARGET = 1e-6
 LADDER = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
@@ -46,7 +47,7 @@ def _tick():
     _COUNT[0] += 1
 
 
-class _Counting(eqx.Module):
+class _Counting(AbstractProblem):
     """A 4D-Var problem whose residual evaluations (= forward rollouts) are counted at run time."""
 
     problem: object
@@ -54,10 +55,6 @@ class _Counting(eqx.Module):
     def residuals(self, v):
         jax.debug.callback(_tick)
         return self.problem.residuals(v)
-
-    def cost(self, v):
-        r = self.residuals(v)
-        return 0.5 * jnp.sum(r * r)
 
     def zero_control(self):
         return self.problem.zero_control()
@@ -67,15 +64,16 @@ def _solvers():
     import lineax as lx
     import optimistix as optx
 
-    from diffphys import assimilate as da
+    from diffphys import solvers as S
 
     def gn(problem, tol):
-        result = da.gauss_newton(problem, settings=da.GaussNewton(max_iterations=100, gtol=tol))
-        return result.v, {"iterations": int(result.iterations), "cg_iterations": int(result.history()["inner_iterations"].sum())}
+        result = S.iterate(S.GaussNewton(), problem, mode=S.Converged(rtol=tol, max_steps=100), throw=False)
+        return result.value, {"iterations": result.num_steps,
+                              "cg_iterations": int(result.history()["inner_iterations"].sum())}
 
     def lbfgs(problem, tol):
-        result = da.minimize(problem, max_iterations=2000, gtol=tol)
-        return result.v, {"iterations": int(result.iterations)}
+        result = S.iterate(S.LBFGS(), problem, mode=S.Converged(rtol=tol, max_steps=2000), throw=False)
+        return result.value, {"iterations": result.num_steps}
 
     def optimistix(kind):
         @eqx.filter_jit
@@ -96,10 +94,10 @@ def _solvers():
 
 
 def compare(name: str, problem, skip=()) -> list[dict]:
-    from diffphys import assimilate as da
+    from diffphys import solvers as S
 
-    reference = da.gauss_newton(problem, settings=da.GaussNewton(max_iterations=200, gtol=1e-12))
-    j_star = float(problem.cost(reference.v))
+    reference = S.iterate(S.GaussNewton(), problem, mode=S.Converged(rtol=1e-12, max_steps=200), throw=False)
+    j_star = float(problem.cost(reference.value))
     rows = []
     for solver, solve in _solvers().items():
         if any(word in solver for word in skip):

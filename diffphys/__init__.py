@@ -10,6 +10,8 @@ from . import io as io
 from . import learn as learn
 from . import observe as observe
 from . import plot as plot
+from . import schemes as schemes
+from . import solvers as solvers
 from ._implicit import (
     FixedPointIteration as FixedPointIteration,
     Newton as Newton,
@@ -33,23 +35,25 @@ from .grid import (
     Periodic as Periodic,
 )
 from .models import (
+    AbstractStepper as AbstractStepper,
+    Advection as Advection,
+    AdvectionDiffusion as AdvectionDiffusion,
+    Heat as Heat,
+    Lorenz96 as Lorenz96,
+    NonlinearHeat as NonlinearHeat,
+    Wave as Wave,
+)
+from .schemes import (
     IMEXARS443 as IMEXARS443,
     RK4 as RK4,
     SSPRK3 as SSPRK3,
     AbstractImplicitScheme as AbstractImplicitScheme,
     AbstractScheme as AbstractScheme,
-    AbstractStepper as AbstractStepper,
-    Advection as Advection,
-    AdvectionDiffusion as AdvectionDiffusion,
     BackwardEuler as BackwardEuler,
     CrankNicolson as CrankNicolson,
     ForwardEuler as ForwardEuler,
-    Heat as Heat,
     LeapFrog as LeapFrog,
-    Lorenz96 as Lorenz96,
     Newmark as Newmark,
-    NonlinearHeat as NonlinearHeat,
-    Wave as Wave,
 )
 
 __version__ = "0.1.0"

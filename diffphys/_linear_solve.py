@@ -26,7 +26,7 @@ import jax.tree_util as jtu
 import lineax as lx
 from jax import lax
 
-__all__ = ["LinearSolver", "SolveInfo", "SolveResult", "solve_linear", "raise_if_failed", "cg_unrolled"]
+__all__ = ["LinearSolver", "SolveInfo", "SolveResult", "solve_linear", "raise_if_failed"]
 
 _METHODS = ("auto", "cg", "gmres", "bicgstab")
 _PRECONDITIONERS = (None, "jacobi")
@@ -237,42 +237,3 @@ def raise_if_failed(x, info: SolveInfo, settings, what: str, hint: str = ""):
     )
     failed = info.result != SolveResult.successful
     return eqx.branched_error_if(x, failed, index, messages)
-
-
-def cg_unrolled(matvec: Callable, b, iterations: int, inverse_diagonal=None):
-    r"""Exactly ``iterations`` steps of (Jacobi-preconditioned) CG, differentiated *through* the iterations.
-
-    The naive alternative to :func:`solve_linear`, kept as a reference for tests and benchmarks:
-    reverse mode stores every iterate, so gradient memory grows linearly with ``iterations``, and
-    the gradient is that of the truncated iteration (it equals the implicit one only when the
-    iteration has converged). ``matvec`` must be symmetric positive definite; ``b`` an array.
-    """
-    m_inv = (lambda r: r) if inverse_diagonal is None else (lambda r: inverse_diagonal * r)
-    x = jnp.zeros_like(b)
-    r = b
-    z = m_inv(r)
-    p = z
-    rz = jnp.vdot(r, z)
-
-    # Iterations stop updating once r·z has fallen by ε⁴ (well past round-off in x, so that its
-    # derivative has converged too): dividing by the
-    # underflowing r·z and p·Ap would make the reverse pass overflow to NaN.
-    # In float32 the reverse pass's 1/(r·z)² overflows first, so the floor is sqrt(tiny) there.
-    info = jnp.finfo(b.dtype)
-    floor = lax.stop_gradient(max(float(info.eps) ** 4, float(info.tiny) ** 0.5) * rz)
-
-    def body(carry, _):
-        x, r, p, rz = carry
-        active = rz > floor
-        ap = matvec(p)
-        pap = jnp.vdot(p, ap)
-        alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
-        x = x + alpha * p
-        r = r - alpha * ap
-        z = m_inv(r)
-        rz_new = jnp.vdot(r, z)
-        p = jnp.where(active, z + rz_new / jnp.where(active, rz, 1.0) * p, p)
-        return (x, r, p, jnp.where(active, rz_new, rz)), None
-
-    (x, _, _, _), _ = lax.scan(body, (x, r, p, rz), None, length=iterations)
-    return x

@@ -78,7 +78,7 @@ def _demo(args) -> int:
 
     # Gradient verification needs float64: in float32 the Taylor residuals hit round-off early.
     jax.config.update("jax_enable_x64", True)
-    from ._demo import run_demo
+    from ._app.demo import run_demo
 
     if args.cells < 8:
         raise ValueError(f"--cells must be at least 8 for the demo, got {args.cells}")
@@ -97,7 +97,7 @@ def _run(args) -> int:
 
     # Twin experiments and their derivatives are verified in float64; assimilation runs in it too.
     jax.config.update("jax_enable_x64", True)
-    from ._runner import run_case
+    from ._app.runner import run_case
     from .cases import load_case
 
     case = load_case(args.case, args.overrides)

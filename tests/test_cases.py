@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import diffphys as dp
 from diffphys import cases
-from diffphys._expression import ExpressionError, evaluate
+from diffphys._app.expression import ExpressionError, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ("advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "lorenz96-4dvar", "wave1d-initial")
@@ -112,7 +113,7 @@ def test_the_cycled_lorenz96_case_builds_its_sliding_windows():
     assert problem.twin.observations.shape == (5, 160) and problem.spin_up == 1
     # The truth starts from the attractor: 1.0 time units (20 steps) after the initial expression.
     x = np.arange(40) + 0.5
-    start = cases.rollout(problem.model, 8 + 0.01 * np.sin(2 * np.pi * x / 40), 20)[-1]
+    start = dp.rollout(problem.model, 8 + 0.01 * np.sin(2 * np.pi * x / 40), 20)[-1]
     np.testing.assert_allclose(problem.twin.truth_start[0], start, rtol=0, atol=1e-12)
     with pytest.raises(cases.CaseError, match=r"has \[cycling\] cycles: build it with build_cycled_problem"):
         cases.build_problem(case)
@@ -157,7 +158,7 @@ def _error(tmp_path, text, overrides=()):
         (None, ("observations.sigma=[0.1, -0.1]",), r"\[observations\] sigma must be a number > 0"),
         (None, ("background.length_scale=-0.1",), r"\[background\] length_scale must be a number > 0, got -0\.1"),
         (None, ("solver.method=newton",), r"\[solver\] method must be one of \['gauss_newton', 'lbfgs', 'adam'\], got 'newton'"),
-        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave', 'lorenz96'\], got 'heta' \(did you mean 'heat'\?\)"),
+        (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave', 'lorenz96', 'nonlinear_heat', 'advection_diffusion'\], got 'heta' \(did you mean 'heat'\?\)"),
         (None, ("grid.bc=neuman",), r"\[grid\] bc must be one of \['periodic', 'dirichlet', 'neumann'\], got 'neuman'"),
         (None, ("observations.missing_fraction=1.0",), r"missing_fraction must be a number >= 0 and < 1, got 1\.0"),
         (None, ("output.plots=1",), r"\[output\] plots must be true or false, got 1"),

@@ -10,7 +10,7 @@ import diffphys as dp
 from diffphys import assimilate as da
 from diffphys import observe as ob
 
-SETTINGS = da.GaussNewton(max_iterations=30, gtol=1e-8)
+SETTINGS = {"mode": dp.solvers.Converged(rtol=1e-8, max_steps=30)}
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,9 @@ def test_one_window_is_one_gauss_newton_solve_and_its_forecast_is_the_next_backg
     model, x0, schedule, B = lorenz
     twin = da.cycled_twin_experiment(model, x0, schedule, 2, 1.0, jax.random.key(0))
     x_b = x0 + B.sample(jax.random.key(1), x0)
-    result = da.cycled_4dvar(model, schedule, twin.observations, ob.DiagonalR(1.0), B, x_b, SETTINGS)
+    result = da.cycled_4dvar(model, schedule, twin.observations, ob.DiagonalR(1.0), B, x_b, **SETTINGS)
     problem = da.StrongConstraint4DVar(model, schedule, twin.observations[0], ob.DiagonalR(1.0), B, x_b)
-    direct = problem.initial_state(da.gauss_newton(problem, settings=SETTINGS).v)
+    direct = problem.initial_state(da.gauss_newton(problem, **SETTINGS).value)
     assert jnp.allclose(result.analysis[0], direct, rtol=0, atol=1e-9)
     end = dp.rollout(model, direct, 16)[-1]
     assert jnp.allclose(result.filter_analysis[0], end, rtol=0, atol=1e-8)
@@ -50,9 +50,9 @@ def test_overlapping_windows_share_their_observations_and_inflate_R(lorenz):
     assert float(jnp.std(noise)) == pytest.approx(0.5, rel=0.15)
     # Multiple data assimilation: each observation is in 4 windows, so R is inflated 4x.
     x_b = x0 + B.sample(jax.random.key(3), x0)
-    result = da.cycled_4dvar(model, schedule, twin.observations[:1], ob.DiagonalR(0.5), B, x_b, SETTINGS, shift=4)
+    result = da.cycled_4dvar(model, schedule, twin.observations[:1], ob.DiagonalR(0.5), B, x_b, **SETTINGS, shift=4)
     problem = da.StrongConstraint4DVar(model, schedule, twin.observations[0], ob.DiagonalR(1.0), B, x_b)
-    direct = problem.initial_state(da.gauss_newton(problem, settings=SETTINGS).v)
+    direct = problem.initial_state(da.gauss_newton(problem, **SETTINGS).value)
     assert jnp.allclose(result.analysis[0], direct, rtol=0, atol=1e-9)
 
 
@@ -63,7 +63,7 @@ def test_cycling_lorenz96_tracks_the_truth_below_the_observation_noise(lorenz, s
     x_b = x0 + ob.DiffusionB(model.grid, 1.0, 0.5).sample(jax.random.key(5), x0)
     seen = []
     result = da.cycled_4dvar(model, schedule, twin.observations, ob.DiagonalR(1.0), B, x_b,
-                             da.GaussNewton(max_iterations=20), shift=shift, callback=lambda k, r: seen.append(k))
+                             mode=dp.solvers.Converged(max_steps=20), shift=shift, callback=lambda k, r: seen.append(k))
     assert seen == list(range(10))
     scores = result.rmse(twin, spin_up=3)
     assert scores["analysis"] < 0.6 < 1.0  # well below the observation noise (σ = 1)
@@ -94,7 +94,7 @@ def test_bad_input_is_refused(lorenz):
         da.cycled_twin_experiment(model, x0, schedule, 2, -1.0, jax.random.key(0))
     with pytest.raises(FloatingPointError, match=r"the analysis of window 0 is not finite"):
         da.cycled_4dvar(model, schedule, twin.observations, R, B, jnp.full(40, jnp.inf))
-    result = da.cycled_4dvar(model, schedule, twin.observations, R, B, x0, da.GaussNewton(max_iterations=3))
+    result = da.cycled_4dvar(model, schedule, twin.observations, R, B, x0, mode=dp.solvers.Converged(max_steps=3))
     with pytest.raises(ValueError, match=r"spin_up must be an integer in \[0, 2\), got 2"):
         result.rmse(twin, spin_up=2)
     other = da.cycled_twin_experiment(model, x0, schedule, 3, 1.0, jax.random.key(0))

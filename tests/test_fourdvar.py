@@ -1,5 +1,6 @@
 """Strong-constraint 4D-Var residuals and the gradient solver: derivatives, masks, exactness, bad input."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import diffphys as dp
 from diffphys import assimilate as da
 from diffphys import observe as ob
+from diffphys import solvers as S
 from diffphys.adjoint import Checkpointed, Direct, Implicit
 
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
@@ -77,37 +79,40 @@ def test_missing_observations_are_masked_out_of_cost_and_gradient():
 
 def test_lbfgs_reaches_the_exact_posterior_mean_of_a_linear_gaussian_problem():
     problem, _ = _problem()
-    # Heat is linear: J(v) = ½|v|² + ½|S v - d|², minimised by (I + SᵀS) v = Sᵀd (dense, small).
+    # Heat is linear: J(v) = ½|v|² + ½|G v - d|², minimised by (I + GᵀG) v = Gᵀd (dense, small).
     zero = problem.zero_control()
     d = problem.observation_residuals(zero)
-    S = -jax.jacfwd(problem.observation_residuals)(zero)
-    exact = np.linalg.solve(np.eye(24) + S.T @ S, S.T @ d)
-    result = da.minimize(problem, gtol=1e-10, max_iterations=200)
-    assert result.converged and result.iterations < 200
-    np.testing.assert_allclose(result.v, exact, rtol=0, atol=1e-7 * np.abs(exact).max())
-    assert np.all(np.diff(result.costs) <= 1e-12 * result.costs[0])  # monotone (line search)
+    G = -jax.jacfwd(problem.observation_residuals)(zero)
+    exact = np.linalg.solve(np.eye(24) + G.T @ G, G.T @ d)
+    result = S.iterate(S.LBFGS(), problem, mode=S.Converged(rtol=1e-10, max_steps=200))
+    costs = result.history()["cost"]
+    assert result.converged and result.num_steps < 200
+    np.testing.assert_allclose(result.value, exact, rtol=0, atol=1e-7 * np.abs(exact).max())
+    assert np.all(np.diff(costs) <= 1e-12 * costs[0])  # monotone (line search)
 
 
 def test_assimilation_beats_the_background_and_reports_progress():
     problem, twin = _problem()
     seen = []
-    result = da.minimize(problem, max_iterations=30, callback=lambda *a: seen.append(a))
-    assert [s[0] for s in seen] == list(range(result.iterations + 1))
-    np.testing.assert_allclose([s[1] for s in seen], result.costs)
-    analysis = problem.initial_state(result.v)
+    result = S.iterate(S.LBFGS(), problem, mode=S.Converged(rtol=1e-5, max_steps=30),
+                       progress=lambda k, records: seen.append((k, records["cost"])), throw=False)
+    assert [s[0] for s in seen] == list(range(result.num_steps + 1))
+    np.testing.assert_allclose([s[1] for s in seen], result.history()["cost"])
+    analysis = problem.initial_state(result.value)
     assert jnp.linalg.norm(analysis - TRUTH) < 0.5 * jnp.linalg.norm(twin.background - TRUTH)
-    adam = da.minimize(problem, method="adam", learning_rate=0.1, max_iterations=20)
-    assert adam.iterations == 20 and not adam.converged and adam.costs[-1] < 0.5 * adam.costs[0]
+    adam = S.iterate(S.Adam(learning_rate=0.1), problem, mode=S.Converged(rtol=1e-5, max_steps=20), throw=False)
+    costs = adam.history()["cost"]
+    assert adam.num_steps == 20 and adam.outcome == "max_steps_reached" and costs[-1] < 0.5 * costs[0]
 
 
 def test_parameter_estimation_recovers_a_diffusivity_field():
     problem, kappa_true = _kappa_problem()
-    result = da.minimize(problem, max_iterations=40)
-    kappa = problem.model_for(result.v).kappa
+    result = S.iterate(S.LBFGS(), problem, mode=S.Converged(rtol=1e-5, max_steps=40), throw=False)
+    kappa = problem.model_for(result.value).kappa
     background = problem.model_for(problem.zero_control()).kappa
     error = lambda k: float(jnp.sqrt(jnp.mean((k - kappa_true) ** 2)))
     assert error(kappa) < 0.5 * error(background)
-    assert result.costs[-1] < problem.n_observations  # 2J ≈ N at the optimum (χ²)
+    assert result.history()["cost"][-1] < problem.n_observations  # 2J ≈ N at the optimum (χ²)
 
 
 def test_initial_displacement_of_a_wave():
@@ -119,8 +124,8 @@ def test_initial_displacement_of_a_wave():
     twin = ob.twin_experiment(wave, truth, schedule, 0.01, jax.random.key(0), background=B)
     control = da.InitialState(template=twin.background, field=0)
     problem = da.StrongConstraint4DVar(wave, schedule, twin.observations, twin.R, B, control.to_control(twin.background), control)
-    result = da.minimize(problem, max_iterations=40)
-    u0 = problem.initial_state(result.v)
+    result = S.iterate(S.LBFGS(), problem, mode=S.Converged(rtol=1e-5, max_steps=40), throw=False)
+    u0 = problem.initial_state(result.value)
     assert isinstance(u0, tuple) and np.array_equal(u0[1], truth[1])
     assert jnp.linalg.norm(u0[0] - truth[0]) < 0.5 * jnp.linalg.norm(twin.background[0] - truth[0])
 
@@ -165,10 +170,14 @@ def _bad(**kwargs):
         (lambda: da.Parameter("kappa", TRUTH, transform="sqrt"), ValueError, r"unknown transform 'sqrt'; valid are \['identity', 'log'\]"),
         (lambda: _bad(control=da.Parameter("kapa", TRUTH))().cost(jnp.zeros(24)), ValueError,
          r"Heat has no parameter field 'kapa'; valid are \['kappa'\]"),
-        (lambda: da.minimize(_problem()[0], method="newton"), ValueError, r"unknown method 'newton'; valid are \['lbfgs', 'adam'\]"),
-        (lambda: da.minimize(_problem()[0], max_iterations=0), ValueError, "max_iterations must be an integer >= 1"),
-        (lambda: da.minimize(_problem()[0], gtol=-1.0), ValueError, "gtol must be a finite number > 0"),
-        (lambda: da.minimize(_problem()[0], v0=jnp.full(24, jnp.inf)), ValueError, "the cost is not finite at iteration 0"),
+        (lambda: S.iterate(S.Adam(learning_rate=0.0), _problem()[0]), ValueError, "learning_rate must be a finite number > 0"),
+        (lambda: S.iterate(S.LBFGS(memory_size=0), _problem()[0]), ValueError, "memory_size must be an integer >= 1"),
+        (lambda: S.iterate(S.LBFGS(), _problem()[0], mode=S.Converged(atol=-1.0)), ValueError,
+         "atol must be a finite number >= 0"),
+        (lambda: S.iterate(S.LBFGS(), _problem()[0], jnp.full(24, jnp.inf)), eqx.EquinoxRuntimeError,
+         "became non-finite"),
+        (lambda: S.iterate(S.LBFGS(), _problem()[0], mode=S.Unrolled(3)), ValueError, "zoom line search"),
+        (lambda: S.iterate(S.LBFGS(), "problem"), TypeError, "problem must be an AbstractProblem"),
     ],
 )
 def test_bad_input(call, error, match):

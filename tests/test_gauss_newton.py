@@ -23,8 +23,8 @@ TIGHT = dp.LinearSolver(method="cg", rtol=1e-13, max_steps=200, throw=False)
 KAPPA_TRUE = 0.02 * jnp.exp(0.4 * jnp.sin(2 * jnp.pi * GRID.x))
 U0 = jnp.cos(jnp.pi * GRID.x) + 0.5 * jnp.cos(3 * jnp.pi * GRID.x)
 KAPPA_SCHEDULE = ob.ObservationSchedule.from_steps([10, 20, 30], ob.subsample(GRID, 2), dt=1e-3)
-CONVERGE = da.GaussNewton(max_iterations=40, gtol=1e-11, inner=dp.LinearSolver(method="cg", rtol=1e-10, max_steps=100,
-                                                                                 throw=False))
+GN = dp.solvers.GaussNewton(inner=dp.LinearSolver(method="cg", rtol=1e-10, max_steps=100, throw=False))
+CONVERGE = dp.solvers.Converged(rtol=1e-11, max_steps=40)
 
 
 def _state_problem(key=0, sigma=0.05):
@@ -60,35 +60,37 @@ def test_one_gauss_newton_iteration_is_the_exact_posterior_mean_of_a_linear_gaus
     innovation = twin.observations - observe(x_b)
     x_a = x_b + b_dense @ g.T @ np.linalg.solve(g @ b_dense @ g.T + 0.05**2 * np.eye(g.shape[0]), innovation)
 
-    settings = da.GaussNewton(globalization="line_search", max_iterations=1, inner=TIGHT)
-    result = da.gauss_newton(problem, settings=settings)
-    assert int(result.iterations) == 1
-    assert _relative(problem.initial_state(result.v), x_a) <= 1e-8
+    solver = dp.solvers.GaussNewton(globalization="line_search", inner=TIGHT)
+    result = da.gauss_newton(problem, solver=solver, mode=dp.solvers.Converged(max_steps=1), throw=False)
+    assert result.num_steps == 1
+    assert _relative(problem.initial_state(result.value), x_a) <= 1e-8
     assert _relative(x_a, TRUTH) < _relative(x_b, TRUTH)  # the posterior mean is closer to the truth
 
 
 def test_levenberg_marquardt_decreases_the_cost_monotonically_on_a_nonlinear_problem_and_recovers_kappa():
     problem = _kappa_problem(kappa_background=0.05)  # 2.5x off: strongly nonlinear in log(kappa)
     lines = []
-    result = da.gauss_newton(problem, settings=CONVERGE, callback=lambda *a: lines.append(a))
+    result = da.gauss_newton(problem, solver=GN, mode=CONVERGE, progress=lambda k, records: lines.append((k, records)))
     history = result.history()
-    assert result.status == "converged" and bool(result.converged)
+    assert result.outcome == "successful" and bool(result.converged)
     assert np.all(np.diff(history["cost"]) <= 0.0) and history["cost"][-1] < 0.05 * history["cost"][0]
     assert history["gradient_norm"][-1] <= 1e-11 * history["gradient_norm"][0]
-    assert [line[0] for line in lines] == list(range(int(result.iterations) + 1))
-    assert np.all(history["inner_iterations"] >= 1) and np.all(history["damping"] > 0)
+    assert [line[0] for line in lines] == list(range(result.num_steps + 1))
+    np.testing.assert_allclose([line[1]["cost"] for line in lines], history["cost"], rtol=1e-15)
+    # Record 0 is the starting point (no inner solve yet); every iteration ran CG.
+    assert np.all(history["inner_iterations"][1:] >= 1) and np.all(history["damping"] > 0)
     # The twin experiment recovers the diffusivity field: within 6% where the background was 150% off.
-    estimate = problem.model_for(result.v).kappa
+    estimate = problem.model_for(result.value).kappa
     assert _relative(estimate, KAPPA_TRUE) < 0.06
     assert _relative(jnp.full(GRID.shape, 0.05), KAPPA_TRUE) > 1.3
 
 
 def test_line_search_gauss_newton_reaches_the_same_analysis():
     problem = _kappa_problem()
-    lm = da.gauss_newton(problem, settings=CONVERGE)
-    ls = da.gauss_newton(problem, settings=eqx.tree_at(lambda s: s.globalization, CONVERGE, "line_search"))
-    assert ls.status == "converged" and np.all(np.diff(ls.history()["cost"]) <= 0.0)
-    np.testing.assert_allclose(ls.v, lm.v, rtol=1e-7, atol=1e-9)
+    lm = da.gauss_newton(problem, solver=GN, mode=CONVERGE)
+    ls = da.gauss_newton(problem, solver=eqx.tree_at(lambda s: s.globalization, GN, "line_search"), mode=CONVERGE)
+    assert ls.outcome == "successful" and np.all(np.diff(ls.history()["cost"]) <= 0.0)
+    np.testing.assert_allclose(ls.value, lm.value, rtol=1e-7, atol=1e-9)
 
 
 def _hyper_loss(sigma, observations, solve):
@@ -99,7 +101,7 @@ def _hyper_loss(sigma, observations, solve):
 
 
 def _converged(problem):
-    return da.gauss_newton(problem, settings=CONVERGE).v
+    return da.gauss_newton(problem, solver=GN, mode=CONVERGE).value
 
 
 UNROLLED = da.UnrolledGaussNewton(12, damping=1e-12, inner=dp.LinearSolver(method="cg", rtol=1e-12, max_steps=100,
@@ -151,12 +153,12 @@ def test_joint_state_and_diffusivity_inference():
     problem = da.StrongConstraint4DVar(model, schedule, twin.observations, ob.DiagonalR(0.002), covariances,
                                        background, control)
     assert dp.check.dot_product_test(problem.residuals, problem.zero_control()).relative_error <= 1e-12
-    result = da.gauss_newton(problem, settings=CONVERGE)
-    assert result.status == "converged"
+    result = da.gauss_newton(problem, solver=GN, mode=CONVERGE)
+    assert result.outcome == "successful"
     # The state error drops 10x (from 9%) and the diffusivity error from 28% to below 8%.
-    assert _relative(problem.initial_state(result.v), U0) < 0.1 * _relative(state_b, U0)
+    assert _relative(problem.initial_state(result.value), U0) < 0.1 * _relative(state_b, U0)
     assert _relative(jnp.full(GRID.shape, 0.02), KAPPA_TRUE) > 0.25
-    assert _relative(problem.model_for(result.v).kappa, KAPPA_TRUE) < 0.08
+    assert _relative(problem.model_for(result.value).kappa, KAPPA_TRUE) < 0.08
 
 
 def _heat_problems(n, seed):
@@ -215,11 +217,11 @@ def test_weak_constraint_derivatives_pass_the_dot_product_and_taylor_tests():
 
 def test_weak_constraint_beats_strong_constraint_when_the_model_is_wrong():
     strong, weak, truth_states = _model_error_problems()
-    a_strong = da.gauss_newton(strong, settings=CONVERGE)
-    a_weak = da.gauss_newton(weak, settings=CONVERGE)
-    assert a_strong.status == a_weak.status == "converged"
-    states_strong = dp.rollout(MODEL, strong.initial_state(a_strong.v), strong.schedule.n_steps, save_every=1)
-    states_weak = weak.states(a_weak.v)
+    a_strong = da.gauss_newton(strong, solver=GN, mode=CONVERGE)
+    a_weak = da.gauss_newton(weak, solver=GN, mode=CONVERGE)
+    assert a_strong.outcome == a_weak.outcome == "successful"
+    states_strong = dp.rollout(MODEL, strong.initial_state(a_strong.value), strong.schedule.n_steps, save_every=1)
+    states_weak = weak.states(a_weak.value)
     # Over the window the weak-constraint analysis is ~40% closer to the truth, at every step.
     err_strong, err_weak = _relative(states_strong, truth_states), _relative(states_weak, truth_states)
     assert err_weak < 0.7 * err_strong
@@ -227,21 +229,22 @@ def test_weak_constraint_beats_strong_constraint_when_the_model_is_wrong():
     assert np.all(per_step[1] < per_step[0])
     # With a vanishing Q the weak formulation is the strong one.
     tiny = eqx.tree_at(lambda p: p.Q, weak, ob.DiffusionB(GRID, 1e-9, 0.1))
-    a_tiny = da.gauss_newton(tiny, settings=CONVERGE)
-    np.testing.assert_allclose(tiny.initial_state(a_tiny.v), strong.initial_state(a_strong.v), rtol=1e-5, atol=1e-7)
+    a_tiny = da.gauss_newton(tiny, solver=GN, mode=CONVERGE)
+    np.testing.assert_allclose(tiny.initial_state(a_tiny.value), strong.initial_state(a_strong.value), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [
-        (lambda: da.GaussNewton(globalization="newton"), ValueError, "unknown globalization 'newton'"),
-        (lambda: da.GaussNewton(max_iterations=0), ValueError, "max_iterations must be an integer >= 1, got 0"),
-        (lambda: da.GaussNewton(gtol=-1.0), ValueError, "gtol must be a finite number >= 0, got -1.0"),
-        (lambda: da.GaussNewton(damping=float("nan")), ValueError, "damping must be a finite number >= 0"),
-        (lambda: da.GaussNewton(inner="cg"), TypeError, "inner must be a LinearSolver"),
+        (lambda: dp.solvers.GaussNewton(globalization="newton"), ValueError, "unknown globalization 'newton'"),
+        (lambda: dp.solvers.Converged(max_steps=0), ValueError, "max_steps must be an integer >= 1, got 0"),
+        (lambda: dp.solvers.Converged(rtol=-1.0), ValueError, "rtol must be a finite number >= 0, got -1.0"),
+        (lambda: dp.solvers.GaussNewton(damping=float("nan")), ValueError, "damping must be a finite number >= 0"),
+        (lambda: dp.solvers.GaussNewton(inner="cg"), TypeError, "inner must be a LinearSolver"),
         (lambda: da.UnrolledGaussNewton(0), ValueError, "iterations must be an integer >= 1, got 0"),
         (lambda: da.UnrolledGaussNewton(3, damping=0.0), ValueError, "damping must be a finite number > 0"),
-        (lambda: da.gauss_newton(_state_problem()[0], settings="fast"), TypeError, "settings must be a GaussNewton"),
+        (lambda: da.gauss_newton(_state_problem()[0], solver="fast"), TypeError, "solver must be a GaussNewton"),
+        (lambda: da.gauss_newton(_state_problem()[0], mode=dp.solvers.Unrolled(3)), TypeError, "mode must be Converged"),
         (lambda: da.Joint(da.InitialState(), ()), TypeError, "one or more Parameter controls"),
         (lambda: da.Joint(da.InitialState(), (da.Parameter("kappa"), da.Parameter("kappa"))), ValueError,
          "appears twice"),
@@ -269,5 +272,8 @@ def test_bad_input(make, error, match):
 def test_a_non_finite_start_is_reported():
     problem, _ = _state_problem()
     bad = eqx.tree_at(lambda p: p.background, problem, problem.background.at[3].set(jnp.inf))
-    with pytest.raises(ValueError, match="the cost is not finite at the starting point"):
+    with pytest.raises(eqx.EquinoxRuntimeError, match="became non-finite"):
         da.gauss_newton(bad)
+    # Without throw, the result says so and the iterate is the starting point.
+    solution = da.gauss_newton(bad, throw=False)
+    assert solution.outcome == "nonfinite" and solution.num_steps == 0

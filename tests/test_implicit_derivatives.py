@@ -9,7 +9,7 @@ import pytest
 
 import diffphys as dp
 from helpers import final_state, rollout_loss
-from diffphys._linear_solve import cg_unrolled
+from reference import cg_unrolled
 from diffphys._stencil import div_kappa_grad
 
 # A tight tolerance: the forward and adjoint solves agree to about rtol x cond(A).

@@ -1,4 +1,4 @@
-"""Variational data assimilation: 4D-Var written as whitened residuals, and solvers for it."""
+"""Variational data assimilation: 4D-Var written as whitened residuals, and its solves on the solver core."""
 
 from ._cycling import (
     CycledAnalysis as CycledAnalysis,
@@ -14,13 +14,11 @@ from ._fourdvar import (
     StrongConstraint4DVar as StrongConstraint4DVar,
 )
 from ._gauss_newton import (
-    GaussNewton as GaussNewton,
-    GaussNewtonResult as GaussNewtonResult,
+    FOURDVAR_ADJOINT as FOURDVAR_ADJOINT,
+    FOURDVAR_MODE as FOURDVAR_MODE,
     UnrolledGaussNewton as UnrolledGaussNewton,
     gauss_newton as gauss_newton,
-    gauss_newton_direction as gauss_newton_direction,
 )
-from ._minimize import MinimizeResult as MinimizeResult, minimize as minimize
 from ._train_unrolled import (
     TrainingHistory as TrainingHistory,
     stack_problems as stack_problems,

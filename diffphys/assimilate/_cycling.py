@@ -35,7 +35,8 @@ from jaxtyping import Array, Bool, Float, Int
 from .._rollout import rollout
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ._fourdvar import StrongConstraint4DVar
-from ._gauss_newton import GaussNewton, gauss_newton
+from ..solvers import Converged, GaussNewton
+from ._gauss_newton import FOURDVAR_MODE, gauss_newton
 
 __all__ = ["CycledAnalysis", "CycledTwin", "cycled_4dvar", "cycled_twin_experiment"]
 
@@ -169,17 +170,17 @@ class CycledAnalysis(eqx.Module):
 
 
 @eqx.filter_jit
-def _window(model, schedule, R, B, settings, shift, background, observations):
+def _window(model, schedule, R, B, solver, mode, shift, background, observations):
     problem = StrongConstraint4DVar(model, schedule, observations, R, B, background)
-    result = gauss_newton(problem, settings=settings)
-    x_a = problem.initial_state(result.v)
+    solution = gauss_newton(problem, solver=solver, mode=mode, throw=False)
+    x_a = problem.initial_state(solution.value)
     length = schedule.n_steps
     steps = (shift, length) if shift < length else (length,)
     analysis_path = rollout(model, x_a, length, save_at=steps, check_finite=False)
     forecast = rollout(model, background, length, check_finite=False)[-1]
-    k = result.iterations
-    return (x_a, analysis_path[-1], forecast, k, result.converged, result.costs[0], result.costs[k],
-            analysis_path[0])
+    k = solution.stats["num_steps"]
+    costs = solution.stats["history"]["cost"]
+    return (x_a, analysis_path[-1], forecast, k, solution.converged, costs[0], costs[k], analysis_path[0])
 
 
 def cycled_4dvar(
@@ -189,8 +190,9 @@ def cycled_4dvar(
     R: DiagonalR,
     B: AbstractCovariance,
     background: Float[Array, "*state"],
-    settings: GaussNewton = GaussNewton(),
+    solver: GaussNewton = GaussNewton(),
     *,
+    mode: Converged = FOURDVAR_MODE,
     shift: int | None = None,
     callback: Callable[[int, dict], None] | None = None,
 ) -> CycledAnalysis:
@@ -206,7 +208,8 @@ def cycled_4dvar(
       observations' errors are; with overlapping windows it is inflated by $L/S$ (MDA).
     - ``B``: the static background-error covariance of the state.
     - ``background``: the first window's background state $x^b_0$.
-    - ``settings``: :class:`GaussNewton` settings of each window's solve.
+    - ``solver``, ``mode``: each window's solve (:class:`~diffphys.solvers.GaussNewton`, and
+      :class:`~diffphys.solvers.Converged`, default at most 20 iterations to a relative gradient of 1e-6).
     - ``shift``: $S$, steps between window starts, dividing $L$ (default $L$: consecutive windows).
     - ``callback``: ``callback(k, record)`` after window ``k`` with its record (background,
       analysis, filter_analysis, forecast as NumPy arrays, iterations, converged, costs), e.g.
@@ -234,7 +237,7 @@ def cycled_4dvar(
     keys = ("analysis", "filter_analysis", "forecast", "iterations", "converged", "cost_initial", "cost_final")
     rows = []
     for k in range(y.shape[0]):
-        *out, next_background = _window(model, schedule, R_window, B, settings, shift, x_b, y[k])
+        *out, next_background = _window(model, schedule, R_window, B, solver, mode, shift, x_b, y[k])
         record = {"background": np.asarray(x_b), **{key: np.asarray(o) for key, o in zip(keys, out)}}
         if not np.isfinite(record["filter_analysis"]).all():
             raise FloatingPointError(

@@ -23,11 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from .._misc import tree_ravel
 from .._rollout import rollout
 from .._types import PyTree
 from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
+from ..solvers import AbstractProblem
 
 __all__ = ["AbstractControl", "InitialState", "Joint", "Parameter", "StrongConstraint4DVar"]
 
@@ -206,11 +208,7 @@ def check_background(name: str, model, control, background, B):
     return control, checked[0], covariances[0]
 
 
-def _tree_ravel(tree) -> Float[Array, " n"]:
-    return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
-
-
-class StrongConstraint4DVar(eqx.Module):
+class StrongConstraint4DVar(AbstractProblem):
     r"""The whitened residuals $r(v)$ and cost $J(v) = \frac12\|r(v)\|^2$ of strong-constraint 4D-Var.
 
     $$r(v) = \Big(v,\ \ m \odot R^{-1/2}\big(y - \mathcal H(M(z_b + B^{1/2}v))\big)\Big),$$
@@ -287,12 +285,7 @@ class StrongConstraint4DVar(eqx.Module):
 
     def residuals(self, v) -> Float[Array, " n+N"]:
         """The whitened residual vector $r(v) = (v, R^{-1/2}(y - H M z))$, flat."""
-        return jnp.concatenate([_tree_ravel(v), self.observation_residuals(v)])
-
-    def cost(self, v) -> Float[Array, ""]:
-        r"""$J(v) = \tfrac12\|r(v)\|^2$."""
-        r = self.residuals(v)
-        return 0.5 * jnp.sum(r * r)
+        return jnp.concatenate([tree_ravel(v), self.observation_residuals(v)])
 
     def zero_control(self):
         """The control increment of the background, $v = 0$."""

@@ -32,12 +32,13 @@ from .._types import PyTree
 from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint, scan
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
+from ..solvers import AbstractProblem
 from ._fourdvar import InitialState, check_background, check_observations, whitened_innovation
 
 __all__ = ["WeakConstraint4DVar"]
 
 
-class WeakConstraint4DVar(eqx.Module):
+class WeakConstraint4DVar(AbstractProblem):
     r"""Weak-constraint 4D-Var with a model-error forcing in the control (see the module docstring).
 
     The control increment is the tuple ``(v, w)``: ``v`` shaped like the grid (initial state) and
@@ -142,7 +143,3 @@ class WeakConstraint4DVar(eqx.Module):
     def residuals(self, v) -> Float[Array, " n+N"]:
         r"""$r = (v, w, R^{-1/2}(y - H x))$, flat."""
         return jnp.concatenate([jnp.ravel(v[0]), jnp.ravel(v[1]), self.observation_residuals(v)])
-
-    def cost(self, v) -> Float[Array, ""]:
-        r = self.residuals(v)
-        return 0.5 * jnp.sum(r * r)

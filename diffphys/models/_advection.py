@@ -11,7 +11,7 @@ from .._stencil import ADVECTION_SCHEMES, div_flux_advective
 from .._validate import check_field
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
-from ._schemes import AbstractScheme, time_scheme
+from ..schemes import AbstractScheme, time_scheme
 
 __all__ = ["Advection"]
 

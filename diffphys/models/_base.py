@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from .._validate import check_field, is_concrete
 from ..grid import AbstractGrid, Grid1D, Grid2D
-from ._schemes import AbstractScheme
+from ..schemes import AbstractScheme, scheme_registry
 
 __all__ = ["AbstractStepper"]
 
@@ -162,8 +162,6 @@ def resolve_time_step(model: AbstractStepper, dt: float | None) -> float:
 
 def _valid_schemes(model: AbstractStepper, region: str) -> list[str]:
     """Names of the built-in schemes stable for ``region`` whose required model methods exist."""
-    from ._schemes import scheme_registry
-
     return sorted(
         n
         for n, cls in scheme_registry().items()

@@ -11,8 +11,7 @@ from jaxtyping import Array, Float
 from .._validate import is_concrete
 from ..grid import AbstractGrid, Grid1D
 from ._base import AbstractStepper, as_field
-from ._implicit_schemes import AbstractImplicitScheme
-from ._schemes import AbstractScheme, time_scheme
+from ..schemes import AbstractImplicitScheme, AbstractScheme, time_scheme
 
 __all__ = ["Lorenz96"]
 

@@ -9,8 +9,7 @@ from jaxtyping import Array, Float
 from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
-from ._implicit_schemes import AbstractImplicitScheme
-from ._schemes import AbstractScheme, time_scheme
+from ..schemes import AbstractImplicitScheme, AbstractScheme, time_scheme
 
 __all__ = ["NonlinearHeat"]
 

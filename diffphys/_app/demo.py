@@ -1,7 +1,4 @@
-"""The built-in demo: simulate 1D heat, differentiate a misfit, verify the gradient, plot and save.
-
-Until case files and ``diffphys run`` exist, this is the package's main job on a built-in default.
-"""
+"""The built-in demo (``diffphys demo``): simulate 1D heat, differentiate a misfit, verify the gradient, plot and save."""
 
 from __future__ import annotations
 
@@ -13,11 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import check
-from ._rollout import rollout
-from .adjoint import Checkpointed
-from .grid import Dirichlet, Grid1D, Neumann
-from .models import Heat
+from .. import check
+from .._rollout import rollout
+from ..adjoint import Checkpointed
+from ..grid import Dirichlet, Grid1D, Neumann
+from ..models import Heat
+
+__all__ = ["run_demo", "true_diffusivity"]
 
 
 def true_diffusivity(x):
@@ -102,7 +101,7 @@ def _save_figure(path, grid, trajectory, times, truth, first_guess, gradient, ta
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plot import plot_field_1d, plot_snapshots_1d, plot_taylor
+    from ..plot import plot_field_1d, plot_snapshots_1d, plot_taylor
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     plot_snapshots_1d(axes[0], grid, trajectory, times)

@@ -1,6 +1,6 @@
 r"""Explicit time schemes, kept apart from the physics so every model can use every scheme.
 
-(The implicit and IMEX schemes are in ``_implicit_schemes.py``; :func:`time_scheme` knows both.)
+(The implicit and IMEX schemes are in ``_implicit.py`` and ``_imex.py``; ``_registry.py`` names them all.)
 
 A scheme advances a model's state by one step ``dt`` using only the model's right-hand side
 (``model.rhs``) or, for the Störmer–Verlet leapfrog, its acceleration (``model.acceleration``).
@@ -31,7 +31,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 
-__all__ = ["AbstractScheme", "ForwardEuler", "SSPRK3", "RK4", "LeapFrog", "time_scheme"]
+__all__ = ["AbstractScheme", "ForwardEuler", "SSPRK3", "RK4", "LeapFrog"]
 
 
 def _add(y, dt, dy):
@@ -134,41 +134,3 @@ class LeapFrog(AbstractScheme):
         v_half = v + 0.5 * dt * model.acceleration(u)
         u_new = u + dt * v_half
         return u_new, v_half + 0.5 * dt * model.acceleration(u_new)
-
-
-_ALIASES = {
-    "forward_euler": "euler",
-    "rk3": "ssprk3",
-    "verlet": "leapfrog",
-    "stormer_verlet": "leapfrog",
-    "implicit_euler": "backward_euler",
-    "be": "backward_euler",
-    "cn": "crank_nicolson",
-    "trapezoidal": "crank_nicolson",
-    "newmark_beta": "newmark",
-    "imex": "imex_ars443",
-}
-
-
-def scheme_registry() -> dict[str, type[AbstractScheme]]:
-    """Every built-in scheme by name (explicit ones here, implicit ones from ``_implicit_schemes``)."""
-    from ._implicit_schemes import IMEXARS443, BackwardEuler, CrankNicolson, Newmark
-
-    classes = (ForwardEuler, SSPRK3, RK4, LeapFrog, BackwardEuler, CrankNicolson, Newmark, IMEXARS443)
-    return {cls.name: cls for cls in classes}
-
-
-def time_scheme(spec) -> AbstractScheme:
-    """A scheme instance from a name (e.g. ``"rk4"``, ``"crank_nicolson"``) or an instance."""
-    if isinstance(spec, AbstractScheme):
-        return spec
-    registry = scheme_registry()
-    if isinstance(spec, str):
-        name = spec.lower().replace("-", "_")
-        key = _ALIASES.get(name, name)
-        if key in registry:
-            return registry[key]()
-    raise ValueError(
-        f"unknown time scheme {spec!r}; valid are {sorted(registry)} (aliases {sorted(_ALIASES)}) "
-        "or an AbstractScheme instance"
-    )

@@ -1,7 +1,7 @@
 """The schema of case files: every section and key, its type, default and meaning, and their checks.
 
 Each checker takes ``(value, where)`` and returns the normalised value or raises :class:`CaseError`
-naming the field (``where``) and what would be valid. See :mod:`diffphys.cases`.
+naming the field (``where``) and what would be valid. See :mod:`diffphys.cases` and ``cases/README.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import difflib
 import math
 from collections.abc import Callable
 from typing import Any
+
+from ..schemes import canonical_name, scheme_registry, unconditionally_stable
+from .registry import MODEL_KINDS, SOLVER_METHODS
 
 __all__ = ["REQUIRED", "SCHEMA", "CaseError", "check_consistency", "check_known"]
 
@@ -149,14 +152,15 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "bc": _Key(_boundary, "periodic", "boundary: a name, [left, right], or [bc_x, bc_y] in 2D (homogeneous)"),
     },
     "model": {
-        "kind": _Key(_choice("heat", "advection", "wave", "lorenz96"), REQUIRED, "the PDE (or the Lorenz-96 model)"),
-        "kappa": _Key(_field, None, "heat: diffusivity κ(x) (number or expression)"),
-        "velocity": _Key(_field_or_pair, None, "advection: velocity, [vx, vy] in 2D"),
+        "kind": _Key(_choice(*MODEL_KINDS), REQUIRED, "the PDE (or the Lorenz-96 model): a kind of the model registry"),
+        "kappa": _Key(_field, None, "heat, nonlinear_heat (κ₀), advection_diffusion: diffusivity κ(x) (number or expression)"),
+        "beta": _Key(_number(), 0.0, "nonlinear_heat: exponent β of the diffusivity κ₀(x) exp(β u)"),
+        "velocity": _Key(_field_or_pair, None, "advection, advection_diffusion: velocity, [vx, vy] in 2D"),
         "speed": _Key(_field, None, "wave: wave speed c(x)"),
-        "source": _Key(_field, None, "heat/wave: source term f(x)"),
+        "source": _Key(_field, None, "heat, wave, nonlinear_heat, advection_diffusion: source term f(x)"),
         "forcing": _Key(_field, None, "lorenz96: forcing F (number, or expression of the variable's position x)"),
-        "scheme": _Key(_text, None, "time scheme (model default if absent)"),
-        "reconstruction": _Key(_choice("weno5", "upwind"), "weno5", "advection: face reconstruction"),
+        "scheme": _Key(_text, None, "time scheme, one of those the kind accepts (model default if absent)"),
+        "reconstruction": _Key(_choice("weno5", "upwind"), "weno5", "advection, advection_diffusion: face reconstruction"),
         "dt": _Key(_POSITIVE, None, "time step (default: the largest stable step that hits every observation time)"),
     },
     "truth": {
@@ -195,7 +199,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "transform": _Key(_choice("log", "identity"), "log", "parameter: estimate log p (stays positive) or p"),
     },
     "solver": {
-        "method": _Key(_choice("gauss_newton", "lbfgs", "adam"), "gauss_newton",
+        "method": _Key(_choice(*SOLVER_METHODS), "gauss_newton",
                        "Gauss–Newton/Levenberg–Marquardt, or a gradient method on the 4D-Var cost"),
         "max_iterations": _Key(_POSITIVE_INT, 100, "iteration budget (Gauss–Newton: outer iterations)"),
         "gtol": _Key(_POSITIVE, 1e-5, "stop when |∇J| <= gtol |∇J(background)|"),
@@ -207,15 +211,6 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "plots": _Key(_flag, True, "write analysis.png and cost.png"),
     },
 }
-
-_MODEL_KEYS = {
-    "heat": ("kind", "kappa", "source", "scheme", "dt"),
-    "advection": ("kind", "velocity", "scheme", "reconstruction", "dt"),
-    "wave": ("kind", "speed", "source", "scheme", "dt"),
-    "lorenz96": ("kind", "forcing", "scheme", "dt"),
-}
-_PHYSICAL = {"heat": "kappa", "advection": "velocity", "wave": "speed", "lorenz96": "forcing"}
-_PARAMETERS = {"heat": ("kappa", "source"), "advection": ("velocity",), "wave": ("speed", "source"), "lorenz96": ("forcing",)}
 
 
 def _did_you_mean(name: str, valid) -> str:
@@ -251,6 +246,22 @@ def _check_cycling(config: dict, origin: str) -> None:
             raise CaseError(f"{origin}: [cycling] shift = {shift:g} must divide the window duration {duration:g}")
 
 
+def _check_scheme(model: dict, entry, origin: str) -> None:
+    """``[model] scheme`` must name a scheme the kind accepts; an unconditionally stable one needs ``[model] dt``."""
+    given = model["scheme"]
+    name = entry.default_scheme if given is None else canonical_name(given)
+    if name not in entry.schemes:
+        raise CaseError(
+            f"{origin}: [model] scheme {given!r} is not a time scheme of kind {entry.name!r}; valid are "
+            f"{list(entry.schemes)}{_did_you_mean(name, entry.schemes)}"
+        )
+    if model["dt"] is None and unconditionally_stable(scheme_registry()[name]):
+        raise CaseError(
+            f"{origin}: [model] dt is required with scheme {name!r}: it is stable at any dt, so there is no stability "
+            "limit to derive one from; give a step chosen for accuracy that divides the observation times"
+        )
+
+
 def check_known(raw: dict, origin: str) -> None:
     """Every section and key of ``raw`` must be in the schema (typos are errors, not ignored)."""
     sections = [s for s in SCHEMA if s]
@@ -282,19 +293,22 @@ def check_consistency(config: dict, given: dict, origin: str) -> None:
     """
     model, obs, control = config["model"], config["observations"], config["control"]
     kind = model["kind"]
-    for key in sorted(set(given.get("model", {})) - set(_MODEL_KEYS[kind])):
-        raise CaseError(f"{origin}: [model] {key} does not apply to kind {kind!r}; its keys are {list(_MODEL_KEYS[kind])}")
-    if kind == "lorenz96":
+    entry = MODEL_KINDS[kind]
+    for key in sorted(set(given.get("model", {})) - set(entry.keys)):
+        raise CaseError(f"{origin}: [model] {key} does not apply to kind {kind!r}; its keys are {list(entry.keys)}")
+    if entry.ring is not None:
         if isinstance(config["grid"]["n"], list):
-            raise CaseError(f"{origin}: [grid] n must be one number (the number of variables) for kind 'lorenz96'")
+            raise CaseError(f"{origin}: [grid] n must be one number (the number of variables) for kind {kind!r}")
         for key in sorted(set(given.get("grid", {})) - {"n"}):
-            raise CaseError(f"{origin}: [grid] {key} does not apply to kind 'lorenz96' (its variables sit on a ring, "
+            raise CaseError(f"{origin}: [grid] {key} does not apply to kind {kind!r} (its variables sit on a ring, "
                             "one per unit cell); give only [grid] n")
     _check_cycling(config, origin)
-    if model[_PHYSICAL[kind]] is None:
-        raise CaseError(f"{origin}: [model] {_PHYSICAL[kind]} is required for kind {kind!r}")
+    for key in entry.required:
+        if model[key] is None:
+            raise CaseError(f"{origin}: [model] {key} is required for kind {kind!r}")
+    _check_scheme(model, entry, origin)
     two_d = isinstance(config["grid"]["n"], list)
-    if kind == "advection" and two_d != isinstance(model["velocity"], list):
+    if "velocity" in entry.keys and two_d != isinstance(model["velocity"], list):
         raise CaseError(f"{origin}: [model] velocity must be {'[vx, vy]' if two_d else 'one value'} on a {2 if two_d else 1}D grid")
     sensors = obs["sensors"]
     needs = {"points": ("positions",), "footprints": ("positions", "radius"), "grid": ("stride",), "file": ("file",)}
@@ -313,7 +327,7 @@ def check_consistency(config: dict, given: dict, origin: str) -> None:
         if config["truth"]["initial"] is None:
             raise CaseError(f"{origin}: [truth] initial is required for a twin experiment (or use sensors = 'file')")
     if control["kind"] == "parameter":
-        valid = _PARAMETERS[kind] if not (kind == "advection" and two_d) else ()
+        valid = entry.valid_controls(2 if two_d else 1)
         if control["parameter"] not in valid:
             raise CaseError(
                 f"{origin}: [control] parameter must be one of {list(valid)} for a {'2D ' if two_d else ''}{kind} model, "

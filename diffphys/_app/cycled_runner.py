@@ -10,9 +10,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import io
-from .assimilate import GaussNewton, cycled_4dvar
-from .cases import Case, CycledProblem, build_cycled_problem
+from .. import io
+from ..assimilate import cycled_4dvar
+from ..solvers import Converged
+from .build import CycledProblem, build_cycled_problem
+from .load import Case
 
 __all__ = ["CYCLED_OUTPUTS", "run_cycled_case"]
 
@@ -43,7 +45,7 @@ def run_cycled_case(case: Case, out: Path, *, progress: Callable[[str], None] | 
         f"{length} steps ({len(schedule.times)} observation times, {schedule.size} observations each), shifted by "
         f"{problem.shift} steps; RMSE averaged after {problem.spin_up} windows")
     solver = config["solver"]
-    settings = GaussNewton(max_iterations=solver["max_iterations"], gtol=solver["gtol"])
+    mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
     every = max(1, n_cycles // 10)
     errors = []
 
@@ -55,7 +57,7 @@ def run_cycled_case(case: Case, out: Path, *, progress: Callable[[str], None] | 
                 f"{recent:.3f})   Gauss–Newton iterations {int(record['iterations'])}")
 
     result = cycled_4dvar(model, schedule, problem.twin.observations, problem.R, problem.B, problem.background,
-                          settings, shift=problem.shift, callback=report)
+                          mode=mode, shift=problem.shift, callback=report)
     scores = result.rmse(problem.twin, spin_up=problem.spin_up)
 
     out = Path(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -10,10 +11,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import io
-from ._rollout import rollout
-from .assimilate import GaussNewton, MinimizeResult, gauss_newton, minimize
-from .cases import Case, Problem, build_problem
+from .. import io
+from .._rollout import rollout
+from ..solvers import Converged, Solution, iterate
+from .build import Problem, build_problem
+from .cycled_runner import run_cycled_case
+from .load import Case
+from .registry import SOLVER_METHODS
 
 __all__ = ["OUTPUTS", "run_case"]
 
@@ -41,26 +45,28 @@ def _stats(field) -> dict:
     return {"mean": float(f.mean()), "min": float(f.min()), "max": float(f.max())}
 
 
-def _solve(fourdvar, solver: dict, callback) -> MinimizeResult:
-    """Minimise the case's 4D-Var cost with its ``[solver]`` settings (the same record for every method)."""
-    if solver["method"] != "gauss_newton":
-        return minimize(fourdvar, method=solver["method"], max_iterations=solver["max_iterations"], gtol=solver["gtol"],
-                        learning_rate=solver["learning_rate"], callback=callback)
-    result = gauss_newton(fourdvar, settings=GaussNewton(max_iterations=solver["max_iterations"], gtol=solver["gtol"]),
-                          callback=callback)
-    history = result.history()
-    return MinimizeResult(result.v, history["cost"], history["gradient_norm"], int(result.iterations), bool(result.converged))
+def _solve(fourdvar, solver: dict, callback) -> Solution:
+    """Minimise the case's 4D-Var cost with its ``[solver]`` settings (one compiled solve, any method)."""
+    mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
+    return iterate(SOLVER_METHODS[solver["method"]](solver), fourdvar, mode=mode, progress=callback, throw=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    v: object
+    costs: np.ndarray
+    gradient_norms: np.ndarray
+    iterations: int
+    converged: bool
 
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
     """Solve ``case`` and write its outputs (see :data:`OUTPUTS`; for a ``[cycling]`` case
-    :data:`~diffphys._cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
+    :data:`~diffphys._app.cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
 
     ``progress`` receives one line per report (start, iterations, end); ``None`` is silent.
     """
     if case.config["cycling"]["cycles"] is not None:
-        from ._cycled_runner import run_cycled_case
-
         return run_cycled_case(case, out, progress=progress)
     say = progress or (lambda line: None)
     started = time.perf_counter()
@@ -76,13 +82,16 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     every = max(1, solver["max_iterations"] // 10)
     reported = []
 
-    def show(iteration, cost, gradient_norm):
+    def show(iteration, records):
         reported.append(iteration)
-        say(f"  iteration {iteration:4d}   cost {cost:.6e}   |gradient| {gradient_norm:.3e}")
+        say(f"  iteration {iteration:4d}   cost {records['cost']:.6e}   |gradient| {records['gradient_norm']:.3e}")
 
-    result = _solve(fourdvar, solver, callback=lambda i, *a: show(i, *a) if i % every == 0 else None)
+    solution = _solve(fourdvar, solver, callback=lambda i, records: show(i, records) if i % every == 0 else None)
+    history = solution.history()
+    result = _Result(solution.value, history["cost"], history["gradient_norm"], solution.num_steps,
+                     bool(solution.converged))
     if result.iterations not in reported:
-        show(result.iterations, result.costs[-1], result.gradient_norms[-1])
+        show(result.iterations, {"cost": result.costs[-1], "gradient_norm": result.gradient_norms[-1]})
     zero = fourdvar.zero_control()
     if estimating is None:
         analysis_control = np.asarray(_first_field(fourdvar.initial_state(result.v)))
@@ -192,7 +201,7 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
+    from ..plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
 
     grid, schedule = problem.grid, problem.schedule
     sensors = schedule.operators[0].locations

@@ -1,0 +1,98 @@
+"""One result type for every iterative computation: :class:`Solution` and the :class:`RESULTS` enumeration.
+
+Solvers (:func:`~diffphys.solvers.iterate`), and the assimilation wrappers and runners built on
+them, return a :class:`Solution`. A result other than ``RESULTS.successful`` raises at run time
+when ``throw=True`` (the default), with the message of its enumeration item, which says what
+happened and what to change; with ``throw=False`` the caller inspects ``solution.result``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ._misc import all_finite
+
+__all__ = ["RESULTS", "Solution", "nonfinite_to_result", "throw_if_failed"]
+
+
+class RESULTS(eqx.Enumeration):
+    """How an iterative solve ended. Compare with ``==`` (``solution.result == RESULTS.successful``)."""
+
+    successful = ""
+    max_steps_reached = (
+        "the iteration budget (max_steps) was spent before the tolerance was met; raise max_steps, loosen "
+        "rtol/atol, or pass throw=False to keep the last iterate"
+    )
+    nonfinite = (
+        "the iterate or the objective became non-finite (NaN or inf); check the data, the starting point, "
+        "the step lengths, and that the model is stable (dt) for these controls"
+    )
+    no_decrease = (
+        "no step lowered the objective (the solve stalled): either the iterate is already optimal to "
+        "round-off, or the search direction is not a descent direction (inexact inner solve); loosen the "
+        "tolerance or tighten the inner solve"
+    )
+    linear_solve_failed = (
+        "an inner linear solve did not converge; raise its max_steps, loosen its rtol, or precondition it"
+    )
+
+
+class Solution(eqx.Module):
+    """The outcome of an iterative solve.
+
+    - ``value``: the solution (a pytree like the starting point), with the derivatives the chosen
+      adjoint gives it.
+    - ``result``: a :class:`RESULTS` item.
+    - ``stats``: ``num_steps`` (iterations done) and ``history``: per-iteration records (e.g.
+      ``cost``, ``gradient_norm``) at the start and after each iteration; in converged mode the
+      arrays have length ``max_steps + 1`` and hold NaN after the last iteration
+      (:meth:`history` trims them).
+    - ``state``: the solver's final state (solver-specific).
+    """
+
+    value: Any
+    result: RESULTS
+    stats: dict[str, Any]
+    state: Any
+
+    @property
+    def converged(self) -> jax.Array:
+        """Whether the solve ended successfully (a boolean array)."""
+        return self.result == RESULTS.successful
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.stats["num_steps"])
+
+    @property
+    def message(self) -> str:
+        """What the result means (empty when successful)."""
+        return RESULTS[self.result]
+
+    @property
+    def outcome(self) -> str:
+        """The result's name: ``"successful"``, ``"max_steps_reached"``, ``"nonfinite"``, ..."""
+        for name in ("successful", "max_steps_reached", "nonfinite", "no_decrease", "linear_solve_failed"):
+            if bool(self.result == getattr(RESULTS, name)):
+                return name
+        raise AssertionError("unknown result")  # pragma: no cover
+
+    def history(self) -> dict[str, np.ndarray]:
+        """The per-iteration records as NumPy arrays, trimmed to the ``num_steps + 1`` points visited."""
+        k = self.num_steps
+        return {name: np.asarray(values[: k + 1]) for name, values in self.stats["history"].items()}
+
+
+def nonfinite_to_result(value, result: RESULTS) -> RESULTS:
+    """``RESULTS.nonfinite`` if ``value`` has a NaN or inf, else ``result``."""
+    return RESULTS.where(all_finite(value), result, RESULTS.nonfinite)
+
+
+def throw_if_failed(value, result: RESULTS):
+    """Return ``value``, raising at run time with the result's message if ``result`` is not successful."""
+    return result.error_if(value, result != RESULTS.successful)
+

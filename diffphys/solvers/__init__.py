@@ -1,0 +1,14 @@
+"""The problem-agnostic iterative core: problems, solvers, one driver (converged or unrolled), results, progress."""
+
+from .._solution import RESULTS as RESULTS, Solution as Solution
+from ._base import AbstractIterativeSolver as AbstractIterativeSolver
+from ._gauss_newton import DampedStep as DampedStep, GaussNewton as GaussNewton
+from ._iterate import iterate as iterate, stack_params as stack_params
+from ._mode import AbstractMode as AbstractMode, Converged as Converged, Unrolled as Unrolled
+from ._optax import LBFGS as LBFGS, AbstractOptaxSolver as AbstractOptaxSolver, Adam as Adam
+from ._problem import AbstractProblem as AbstractProblem, LeastSquares as LeastSquares
+from ._progress import (
+    AbstractProgress as AbstractProgress,
+    CallbackProgress as CallbackProgress,
+    PrintProgress as PrintProgress,
+)

@@ -1,0 +1,60 @@
+"""Independent reference implementations the tests (and ``benchmarks/bench_implicit.py``) compare against.
+
+They live with the tests, not in the package: a reference is never the package's own helper. The
+benchmarks import this file by putting ``tests/`` on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["cg_unrolled"]
+
+
+def cg_unrolled(matvec: Callable, b, iterations: int, inverse_diagonal=None):
+    r"""Exactly ``iterations`` steps of (Jacobi-preconditioned) CG, differentiated *through* the iterations.
+
+    The naive alternative to :func:`diffphys.solve_linear`, the reference for tests and benchmarks:
+    reverse mode stores every iterate, so gradient memory grows linearly with ``iterations``, and
+    the gradient is that of the truncated iteration (it equals the implicit one only when the
+    iteration has converged). ``matvec`` must be symmetric positive definite; ``b`` an array.
+
+    $$x_0 = 0,\ r_0 = b,\ p_0 = z_0 = M^{-1}r_0;\quad \alpha_k = \frac{r_k^\top z_k}{p_k^\top A p_k},\
+      x_{k+1} = x_k + \alpha_k p_k,\ r_{k+1} = r_k - \alpha_k A p_k,\
+      p_{k+1} = z_{k+1} + \frac{r_{k+1}^\top z_{k+1}}{r_k^\top z_k} p_k.$$
+
+    Reference: M. R. Hestenes, E. Stiefel, "Methods of conjugate gradients for solving linear
+    systems", J. Res. Natl. Bur. Stand. 49 (1952) 409-436.
+    """
+    m_inv = (lambda r: r) if inverse_diagonal is None else (lambda r: inverse_diagonal * r)
+    x = jnp.zeros_like(b)
+    r = b
+    z = m_inv(r)
+    p = z
+    rz = jnp.vdot(r, z)
+
+    # Iterations stop updating once r·z has fallen by ε⁴ (well past round-off in x, so that its
+    # derivative has converged too): dividing by the
+    # underflowing r·z and p·Ap would make the reverse pass overflow to NaN.
+    # In float32 the reverse pass's 1/(r·z)² overflows first, so the floor is sqrt(tiny) there.
+    info = jnp.finfo(b.dtype)
+    floor = lax.stop_gradient(max(float(info.eps) ** 4, float(info.tiny) ** 0.5) * rz)
+
+    def body(carry, _):
+        x, r, p, rz = carry
+        active = rz > floor
+        ap = matvec(p)
+        pap = jnp.vdot(p, ap)
+        alpha = jnp.where(active, rz / jnp.where(active, pap, 1.0), 0.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        z = m_inv(r)
+        rz_new = jnp.vdot(r, z)
+        p = jnp.where(active, z + rz_new / jnp.where(active, rz, 1.0) * p, p)
+        return (x, r, p, jnp.where(active, rz_new, rz)), None
+
+    (x, _, _, _), _ = lax.scan(body, (x, r, p, rz), None, length=iterations)
+    return x
