@@ -36,7 +36,7 @@ median over the repeats is reported. Ratios are throughput ratios ``diffphys / r
 diffphys is faster); for gradients also ``time(fused gradient) / time(diffphys gradient)``, since
 grad/forward alone rises when the forward pass gets faster. Gradients store every step's residuals (no checkpointing), except where XLA's
 memory analysis says that would take more than half the free memory (WENO5 on the large grids on a
-small machine): those are timed with ``rollout(..., checkpoint_every=~sqrt(n_steps))`` and marked.
+small machine): those are timed with ``rollout(..., adjoint=Checkpointed(every=~sqrt(n_steps)))`` and marked.
 
 Usage::
 
@@ -71,6 +71,7 @@ import numpy as np
 from jax import lax
 
 import diffphys
+from diffphys.adjoint import Checkpointed, Direct
 
 try:
     import exponax
@@ -216,9 +217,9 @@ def numpy_rollout(kind: str, field, u0, spacing, dt: float, n_steps: int):
 # The functions timed: forward and gradient of each implementation
 # --------------------------------------------------------------------------------------------
 
-def diffphys_forward(n_steps, checkpoint_every=None):
-    return lambda model, u0: diffphys.rollout(model, u0, n_steps, checkpoint_every=checkpoint_every,
-                                              check_finite=True)[-1]
+def diffphys_forward(n_steps, block=None):
+    adjoint = Direct() if block is None else Checkpointed(every=block)
+    return lambda model, u0: diffphys.rollout(model, u0, n_steps, adjoint=adjoint, check_finite=True)[-1]
 
 
 def fused_forward(case: Case, model):
@@ -395,14 +396,14 @@ def run_case(case: Case, timing: dict, budget: int | None) -> dict:
     compiled["diffphys_grad"] = Compiled(gradient_of(dp_fwd), u0, model)
     # Storing all residuals may not fit (WENO5 keeps hundreds of states per step): then time the
     # gradient with checkpointing in blocks of ~sqrt(n_steps), and record the memory it would need.
-    checkpoint_every, full_grad_bytes = None, _needed_bytes(compiled["diffphys_grad"])
+    block, full_grad_bytes = None, _needed_bytes(compiled["diffphys_grad"])
     if budget is not None and full_grad_bytes > budget:
-        checkpoint_every = max(1, round(math.sqrt(case.n_steps)))
-        compiled["diffphys_grad"] = Compiled(gradient_of(diffphys_forward(case.n_steps, checkpoint_every)),
+        block = max(1, round(math.sqrt(case.n_steps)))
+        compiled["diffphys_grad"] = Compiled(gradient_of(diffphys_forward(case.n_steps, block)),
                                              u0, model)
         if _needed_bytes(compiled["diffphys_grad"]) > budget:
             raise MemoryError(f"{case.label} {case.shape}: the gradient needs more than {budget} bytes even "
-                              f"with checkpoint_every={checkpoint_every}; use smaller sizes")
+                              f"with adjoint=Checkpointed(every={block}); use smaller sizes")
     stepper = None
     if case.with_references:
         field = model_field(model)
@@ -435,7 +436,7 @@ def run_case(case: Case, timing: dict, budget: int | None) -> dict:
         "n_cells": case.n_cells, "n_steps": case.n_steps, "dt": model.dt,
         "diffphys": impl("diffphys"), "fused": None, "numpy": None, "exponax": None, "ratios": {},
     }
-    record["diffphys"]["gradient_checkpoint_every"] = checkpoint_every
+    record["diffphys"]["gradient_checkpoint_block"] = block
     record["diffphys"]["gradient_bytes_without_checkpointing"] = full_grad_bytes
     dp_tp = record["diffphys"]["throughput_mcell_steps_per_s"]
     if case.with_references:
@@ -483,7 +484,7 @@ def table(records: list[dict]) -> str:
             _fmt(ratios.get("diffphys_over_fused"), ".2f"),
             _fmt(ratios.get("diffphys_over_numpy"), ".1f"),
             _fmt(ratios.get("diffphys_over_exponax"), ".2f"),
-            _fmt(r["diffphys"]["grad_over_forward"], ".2f") + ("*" if r["diffphys"]["gradient_checkpoint_every"] else ""),
+            _fmt(r["diffphys"]["grad_over_forward"], ".2f") + ("*" if r["diffphys"]["gradient_checkpoint_block"] else ""),
             _fmt(fused and fused["grad_over_forward"], ".2f"),
             _fmt(ratios.get("diffphys_over_fused_gradient"), ".2f"),
         ])
@@ -521,12 +522,12 @@ def notes(dtype: str, records: list[dict], budget: int | None) -> list[str]:
         f"dtype {dtype}. Rows without references (rk4, weno5+ssprk3) are diffphys' production defaults.",
     ]
     for r in records:
-        k = r["diffphys"]["gradient_checkpoint_every"]
+        k = r["diffphys"]["gradient_checkpoint_block"]
         if k:
             out.append(f"* {r['label']} {'x'.join(map(str, r['shape']))}: storing every step's residuals would need "
                        f"{r['diffphys']['gradient_bytes_without_checkpointing'] / 2**30:.1f} GiB (XLA memory analysis), "
                        f"over the budget of {budget / 2**30:.1f} GiB (half the free memory); the gradient was timed "
-                       f"with rollout(..., checkpoint_every={k}).")
+                       f"with rollout(..., adjoint=Checkpointed(every={k})).")
     if any(r["numpy"] and r["numpy"]["steps_timed"] < r["n_steps"] for r in records):
         out.append("numpy: the same stencil code with numpy.roll in a Python loop, timed over fewer steps "
                    "and scaled to the full step count (see numpy.steps_timed in the JSON).")

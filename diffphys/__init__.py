@@ -19,6 +19,7 @@ from ._implicit import (
     solve_fixed_point as solve_fixed_point,
     solve_root as solve_root,
 )
+from ._integrate import integrate as integrate
 from ._linear_solve import LinearSolver as LinearSolver, solve_linear as solve_linear
 from ._rollout import rollout as rollout
 from ._solution import RESULTS as RESULTS, Solution as Solution

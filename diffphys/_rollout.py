@@ -1,10 +1,12 @@
-"""Advance a stepper many steps with ``lax.scan``, saving chosen steps, with optional checkpointing."""
+"""Advance a stepper many steps with ``lax.scan`` (or a diffrax loop), saving chosen steps; the adjoint strategy is passed in."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,10 +14,13 @@ import numpy as np
 from jax import lax
 
 from ._types import PyTree
+from .adjoint import AbstractAdjoint, Checkpointed, Direct, Implicit
 
 __all__ = ["rollout", "save_steps"]
 
 _MAX_STEP_MESSAGES = 4096
+_EXACT_FLOAT32_STEPS = 2**24
+"""Integer step times are exact in float32 up to here (the recursive path's time axis)."""
 
 
 def save_steps(n_steps: int, save_at: Sequence[int] | None = None, save_every: int | None = None) -> tuple[int, ...]:
@@ -43,26 +48,17 @@ def save_steps(n_steps: int, save_at: Sequence[int] | None = None, save_every: i
     return steps
 
 
-def _scan_steps(step: Callable, state, n: int):
-    """``n`` applications of ``step`` in one ``lax.scan`` (no per-step outputs kept)."""
-    if n == 0:
-        return state
-    final, _ = lax.scan(lambda y, _: (step(y), None), state, None, length=n)
-    return final
-
-
-def _advance(step: Callable, state, n: int, checkpoint_every: int | None):
-    """``n`` steps; with checkpointing, in rematerialised blocks of ``checkpoint_every`` steps."""
-    if checkpoint_every is None:
-        return _scan_steps(step, state, n)
-    if n <= checkpoint_every:
-        return jax.checkpoint(lambda y: _scan_steps(step, y, n))(state)
-    n_blocks, rest = divmod(n, checkpoint_every)
-    block = jax.checkpoint(lambda y: _scan_steps(step, y, checkpoint_every))
-    state, _ = lax.scan(lambda y, _: (block(y), None), state, None, length=n_blocks)
-    if rest:
-        state = jax.checkpoint(lambda y: _scan_steps(step, y, rest))(state)
-    return state
+def _check_rollout_adjoint(adjoint) -> AbstractAdjoint:
+    if not isinstance(adjoint, (Direct, Checkpointed)):
+        extra = (
+            " (Implicit differentiates a converged solution, not a fixed number of steps)"
+            if isinstance(adjoint, Implicit) else ""
+        )
+        raise TypeError(
+            f"rollout: adjoint must be Direct(), Checkpointed(every=b) (block) or Checkpointed(checkpoints=c) "
+            f"(recursive binomial, c=None for about log2(n_steps)), got {adjoint!r}{extra}"
+        )
+    return adjoint
 
 
 def rollout(
@@ -72,7 +68,7 @@ def rollout(
     *,
     save_at: Sequence[int] | None = None,
     save_every: int | None = None,
-    checkpoint_every: int | None = None,
+    adjoint: AbstractAdjoint = Direct(),
     check_finite: bool = True,
 ) -> PyTree:
     r"""Advance ``state`` by ``n_steps`` applications of ``stepper`` and return the saved states.
@@ -88,43 +84,154 @@ def rollout(
     - ``save_at``: strictly increasing step indices in ``[0, n_steps]`` to return (``0`` is the
       initial state). Default: only ``n_steps``. Steps after the last saved one are not computed.
     - ``save_every``: alternatively, save steps ``0, k, 2k, ..., n_steps`` (``k`` must divide ``n_steps``).
-    - ``checkpoint_every``: block length ``b`` for gradient checkpointing (``None``: off).
+    - ``adjoint``: how reverse-mode derivatives are formed (:mod:`diffphys.adjoint`):
+      :class:`~diffphys.adjoint.Direct` (default), ``Checkpointed(every=b)`` (block) or
+      ``Checkpointed(checkpoints=c)`` (recursive binomial; ``c=None``: diffrax's choice, about
+      $\log_2 n$). The forward values are the same (to round-off) whichever is chosen.
     - ``check_finite``: raise an error (``equinox.error_if``) naming the first saved step whose state
       is not finite, instead of returning NaN/inf silently.
 
     **Returns:** the saved states stacked along a new leading axis (for a tuple state, a tuple of
     stacked arrays), of length ``len(save steps)``.
 
-    **Memory and time of reverse-mode gradients.** Without checkpointing, reverse mode keeps the
-    residuals of every step: memory grows like ``n_steps`` states (x the scheme's stages) and
-    the gradient costs about 2-3 forward passes. With ``checkpoint_every=b``, only the state at
-    the start of each block of ``b`` steps (and of each save interval) is kept; during the backward
-    pass each block is recomputed once from its start, so memory is about ``n_steps/b + b`` states
-    (minimal near ``b = sqrt(n_steps)``: ~630 states for 10^5 steps instead of 10^5) at the price of
-    one extra forward pass (gradient about 3-4 forward passes). Save intervals no longer than ``b``
-    are recomputed as one block.
+    **Memory and time of reverse-mode gradients** ($n$ steps, $S$ the memory of one state and its
+    per-step residuals; a linear stepper keeps no states at all):
+
+    - ``Direct()``: reverse mode keeps the residuals of every step, memory $\approx n S$, and the
+      gradient costs about 2-3 forward passes. Forward mode (``jax.jvp``) works.
+    - ``Checkpointed(every=b)``: only the state at the start of each block of $b$ steps (and of
+      each save interval) is kept; in the backward pass each block is recomputed once from its
+      start, so memory is $\approx (n/b + b) S$, minimal near $b = \sqrt n$ (~630 states for
+      $10^5$ steps), for one extra forward pass. Save intervals no longer than $b$ are recomputed
+      as one block. Forward mode works.
+    - ``Checkpointed(checkpoints=c)``: recursive binomial checkpointing (Griewank's treeverse, as
+      online checkpointing in ``diffrax.RecursiveCheckpointAdjoint``): memory $\approx c\,S$ with
+      $c \sim \log_2 n$, for $O(n \log n)$ recomputed steps. The stepper drives a diffrax solve on
+      the time axis "in steps" ($t_k = k$, ``dt0=1``, so step counts and save points are exact
+      integers and the stepper never sees $t$). Reverse mode only: diffrax's checkpointed loop
+      has a custom VJP, so ``jax.jvp``/``jax.jacfwd`` raise; use ``Direct()`` or block
+      checkpointing for forward mode.
+
+    References: A. Griewank, A. Walther, "Algorithm 799: Revolve", ACM TOMS 26 (2000) 19-45;
+    P. Stumm, A. Walther, "New algorithms for optimal online checkpointing", SIAM J. Sci. Comput.
+    32 (2010) 836-854; P. Kidger, "On neural differential equations", PhD thesis (2021) (diffrax).
     """
     steps = save_steps(n_steps, save_at, save_every)
-    if checkpoint_every is not None:
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+    adjoint = _check_rollout_adjoint(adjoint)
+    if isinstance(adjoint, Checkpointed) and adjoint.every is None:
+        if steps[-1] > _EXACT_FLOAT32_STEPS and not jax.config.jax_enable_x64:
             raise ValueError(
-                f"rollout: checkpoint_every must be a positive integer or None, got {checkpoint_every!r}"
+                f"rollout: recursive checkpointing of {steps[-1]} steps needs float64 step times (integers are "
+                f"exact in float32 only up to {_EXACT_FLOAT32_STEPS}); enable jax_enable_x64 or use "
+                "Checkpointed(every=b)"
             )
-        checkpoint_every = int(checkpoint_every)
-    return _rollout(stepper, state, steps, checkpoint_every, bool(check_finite))
+        return _recursive_rollout(stepper, state, steps, adjoint.checkpoints, bool(check_finite))
+    every = adjoint.every if isinstance(adjoint, Checkpointed) else None
+    return _rollout(stepper, state, steps, every, bool(check_finite))
+
+
+def _scan_steps(step: Callable, state, n: int):
+    """``n`` applications of ``step`` in one ``lax.scan`` (no per-step outputs kept)."""
+    if n == 0:
+        return state
+    final, _ = lax.scan(lambda y, _: (step(y), None), state, None, length=n)
+    return final
+
+
+def _advance(step: Callable, state, n: int, every: int | None):
+    """``n`` steps; with block checkpointing, in rematerialised blocks of ``every`` steps."""
+    if every is None:
+        return _scan_steps(step, state, n)
+    if n <= every:
+        return jax.checkpoint(lambda y: _scan_steps(step, y, n))(state)
+    n_blocks, rest = divmod(n, every)
+    block = jax.checkpoint(lambda y: _scan_steps(step, y, every))
+    state, _ = lax.scan(lambda y, _: (block(y), None), state, None, length=n_blocks)
+    if rest:
+        state = jax.checkpoint(lambda y: _scan_steps(step, y, rest))(state)
+    return state
 
 
 @eqx.filter_jit
-def _rollout(stepper, state, steps: tuple[int, ...], checkpoint_every: int | None, check_finite: bool):
+def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_finite: bool):
     gaps = np.diff((0,) + steps)
     outputs = []
     y = state
     for gap, run in itertools.groupby(gaps):
         count = len(list(run))
-        segment = lambda z, _, gap=int(gap): (lambda w: (w, w))(_advance(stepper, z, gap, checkpoint_every))
+        segment = lambda z, _, gap=int(gap): (lambda w: (w, w))(_advance(stepper, z, gap, every))
         y, saved = lax.scan(segment, y, None, length=count)
         outputs.append(saved)
     trajectory = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outputs)
+    if check_finite:
+        trajectory = _error_if_not_finite(trajectory, steps)
+    return trajectory
+
+
+class _StepInterpolation(diffrax.AbstractLocalInterpolation):
+    """Dense output of one stepper step: exactly ``y0`` at ``t0`` and ``y1`` at ``t1`` (the only
+    times a rollout saves, since save points are step indices), linear in between."""
+
+    t0: float
+    t1: float
+    y0: PyTree
+    y1: PyTree
+
+    def evaluate(self, t0, t1=None, left: bool = True):
+        del left
+        if t1 is not None:
+            return jax.tree_util.tree_map(lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1))
+        theta = (t0 - self.t0) / (self.t1 - self.t0)
+        return jax.tree_util.tree_map(
+            lambda a, b: jnp.where(theta >= 1, b, jnp.where(theta <= 0, a, a + theta * (b - a))), self.y0, self.y1
+        )
+
+
+class _StepperSolver(diffrax.AbstractSolver):
+    """A diffrax solver whose one step is one application of the stepper passed as ``args``.
+
+    Time is measured in steps (``dt0=1``); the stepper ignores it. The term is only used by
+    :meth:`func` (the step's increment per unit step, diffrax's initial-step heuristics).
+    """
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = _StepInterpolation
+
+    def order(self, terms):
+        return 1
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del terms, t0, t1, solver_state, made_jump
+        y1 = args(y0)
+        return y1, None, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+def _increment(t, y, stepper):
+    del t
+    return jax.tree_util.tree_map(lambda a, b: a - b, stepper(y), y)
+
+
+@eqx.filter_jit
+def _recursive_rollout(stepper, state, steps: tuple[int, ...], checkpoints: int | None, check_finite: bool):
+    """The rollout as a diffrax solve with ``RecursiveCheckpointAdjoint`` (see :func:`rollout`)."""
+    n = steps[-1]
+    if n == 0:
+        trajectory = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state)
+    else:
+        checkpoints = None if checkpoints is None else min(checkpoints, n)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_increment), _StepperSolver(), t0=0, t1=n, dt0=1, y0=state, args=stepper,
+            saveat=diffrax.SaveAt(ts=jnp.asarray(steps, dtype=float)),
+            stepsize_controller=diffrax.ConstantStepSize(), max_steps=n,
+            adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints),
+        )
+        trajectory = sol.ys
     if check_finite:
         trajectory = _error_if_not_finite(trajectory, steps)
     return trajectory

@@ -1,4 +1,4 @@
-"""Smoke test of benchmarks/bench_steppers.py: it runs (--quick) and writes well-formed JSON.
+"""Smoke tests of benchmarks/bench_steppers.py and bench_adjoint.py: they run (--quick) and write well-formed JSON.
 
 Timings are never asserted (tests never assert wall-clock times); only the structure of the
 results and the agreement of diffphys with the benchmark's hand-written reference numerics.
@@ -83,3 +83,28 @@ def test_bench_implicit_quick(tmp_path):
         unrolled = [rows[(workload, k, "unrolled")]["grad_memory_bytes"] for k in (10, 50)]
         assert ift[0] == ift[1] and unrolled[1] > 3 * unrolled[0]
         assert all(rows[(workload, k, g)]["finite"] for k in (10, 50) for g in ("ift", "unrolled"))
+
+
+ADJOINT_SCRIPT = SCRIPT.parent / "bench_adjoint.py"
+
+
+def test_bench_adjoint_quick(tmp_path):
+    out = tmp_path / "adjoint.json"
+    proc = subprocess.run(
+        [sys.executable, str(ADJOINT_SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "grad/fwd" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["gradients_agree"] is True
+    rows = result["records"]
+    assert {r["model"] for r in rows} == {"advection/weno5+ssprk3", "lorenz96/rk4"}
+    for model in {r["model"] for r in rows}:
+        by = {r["strategy"].split("(")[0] + ("_b" if r["strategy"].startswith("recursive(checkpoints=") and "None" not in r["strategy"] else ""): r for r in rows if r["model"] == model}
+        assert set(by) == {"direct", "block", "recursive", "recursive_b"}
+        for r in by.values():
+            assert _positive(r["gradient_temp_bytes"]) and _positive(r["grad_over_forward"]) and r["rel_error_vs_direct"] <= 1e-9
+        # memory ordering from XLA's analysis (not a timing): checkpointing stores fewer states
+        assert by["recursive"]["gradient_temp_bytes"] < by["direct"]["gradient_temp_bytes"]
+        assert by["block"]["gradient_temp_bytes"] < by["direct"]["gradient_temp_bytes"]

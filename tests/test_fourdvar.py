@@ -10,6 +10,7 @@ import diffphys as dp
 from diffphys import assimilate as da
 from diffphys import observe as ob
 from diffphys import solvers as S
+from diffphys.adjoint import Checkpointed, Direct, Implicit
 
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
 MODEL = dp.Heat(GRID, 0.02, dt=1e-3)
@@ -129,6 +130,19 @@ def test_initial_displacement_of_a_wave():
     assert jnp.linalg.norm(u0[0] - truth[0]) < 0.5 * jnp.linalg.norm(twin.background[0] - truth[0])
 
 
+@pytest.mark.parametrize("adjoint", [Checkpointed(every=1), Checkpointed(every=7), Checkpointed(checkpoints=2), Checkpointed()])
+def test_every_rollout_adjoint_gives_the_same_gradient_in_strong_and_weak_constraint_4dvar(adjoint):
+    problem, twin = _problem()
+    weak = lambda a: da.WeakConstraint4DVar(MODEL, problem.schedule, twin.observations, twin.R, problem.B,
+                                            twin.background, ob.DiffusionB(GRID, 0.01, 0.1), forcing_every=4, adjoint=a)
+    v = 0.3 * jax.random.normal(jax.random.key(3), GRID.shape)
+    w = (v, 0.1 * jax.random.normal(jax.random.key(4), (weak(Direct()).n_blocks, *GRID.shape)))
+    for make, x in ((lambda a: _problem(adjoint=a)[0], v), (weak, w)):
+        reference, other = jax.grad(make(Direct()).cost)(x), jax.grad(make(adjoint).cost)(x)
+        for a, b in zip(jax.tree_util.tree_leaves(reference), jax.tree_util.tree_leaves(other)):
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12 * float(jnp.max(jnp.abs(a))))
+
+
 def _bad(**kwargs):
     problem, twin = _problem()
     args = {"model": MODEL, "schedule": problem.schedule, "observations": twin.observations, "R": twin.R,
@@ -148,6 +162,11 @@ def _bad(**kwargs):
         (_bad(background=jnp.zeros(5)), ValueError, r"background control field has shape \(5,\), expected the grid's shape \(24,\)"),
         (_bad(schedule=[0.1]), TypeError, "schedule must be an ObservationSchedule"),
         (_bad(control="kappa"), TypeError, "control must be InitialState, Parameter or Joint"),
+        (_bad(adjoint=Implicit()), TypeError, r"adjoint must be Direct\(\) or Checkpointed\(...\) .*got Implicit"),
+        (_bad(adjoint=10), TypeError, r"StrongConstraint4DVar: adjoint must be Direct\(\) or Checkpointed\(...\) .*got int"),
+        (lambda: da.WeakConstraint4DVar(MODEL, _problem()[0].schedule, _problem()[1].observations, ob.DiagonalR(0.05),
+                                        ob.DiffusionB(GRID, 0.5, 0.1), TRUTH, ob.DiffusionB(GRID, 0.5, 0.1), adjoint=True),
+         TypeError, r"WeakConstraint4DVar: adjoint must be Direct\(\) or Checkpointed\(...\) .*got bool"),
         (lambda: da.Parameter("kappa", TRUTH, transform="sqrt"), ValueError, r"unknown transform 'sqrt'; valid are \['identity', 'log'\]"),
         (lambda: _bad(control=da.Parameter("kapa", TRUTH))().cost(jnp.zeros(24)), ValueError,
          r"Heat has no parameter field 'kapa'; valid are \['kappa'\]"),

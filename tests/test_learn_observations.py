@@ -9,6 +9,7 @@ import pytest
 import diffphys as dp
 from diffphys import learn as dl
 from diffphys import observe as ob
+from diffphys.adjoint import Checkpointed, Direct
 
 
 def _nrmse(model, truth_traj):
@@ -80,3 +81,20 @@ def test_observation_windows_and_training_reject_bad_input():
         dl.train_from_observations(coarse, windows, key=jax.random.key(0))
     with pytest.raises(TypeError, match="windows must be ObservationWindows"):
         dl.train_from_observations(dl.CorrectedStepper(model, net), jnp.zeros((3, 4)), key=jax.random.key(0))
+    with pytest.raises(TypeError, match=r"rollout_adjoint: adjoint must be Direct\(\) or Checkpointed\(...\) .* got int"):
+        dl.train_from_observations(dl.CorrectedStepper(model, net), windows, rollout_adjoint=4, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("adjoint", [Checkpointed(every=2), Checkpointed()])
+def test_observation_loss_gradient_is_the_same_for_every_rollout_adjoint(adjoint):
+    model = dp.Heat(dp.Grid1D(16), 0.01, dt=0.01)
+    schedule = ob.ObservationSchedule.from_steps([1, 3, 6], ob.PointSensors(model.grid, jnp.array([0.2, 0.6])), dt=model.dt)
+    B = ob.DiffusionB(model.grid, sigma=0.02, length_scale=0.1)
+    windows, _ = _windows(dl.TruthWithExtraTerm(model, 1.0, "burgers"), schedule, B, jax.random.key(0), 3)
+    net = dl.ConvNet(model.grid, key=jax.random.key(1), width=4, depth=1, kernel_size=3, output_scale=0.1)
+    corrected = dl.CorrectedStepper(model, net, scale=10 * model.dt)
+    v = 0.1 * jax.random.normal(jax.random.key(3), windows.background.shape)
+    grad = lambda a: jax.grad(lambda c, v: dl.observation_loss(c, windows, v, adjoint=a), argnums=(0, 1))(corrected, v)
+    reference = jax.tree_util.tree_leaves(grad(Direct()))
+    for a, b in zip(reference, jax.tree_util.tree_leaves(grad(adjoint))):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-14)

@@ -9,6 +9,7 @@ import pytest
 
 import diffphys as dp
 from diffphys import learn as dl
+from diffphys.adjoint import Checkpointed, Direct, Implicit
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +91,11 @@ def test_checkpointed_unroll_gives_the_same_gradient(tiny):
     c = _corrected(tiny)
     params, static = dl.trainable_partition(c)
     windows = tiny.train[:, :9]
-    grad = lambda every: jax.grad(lambda p: dl.unrolled_loss(eqx.combine(p, static), windows, checkpoint_every=every))(params)
-    for a, b in zip(jax.tree_util.tree_leaves(grad(None)), jax.tree_util.tree_leaves(grad(3))):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-20)
+    grad = lambda adjoint: jax.grad(lambda p: dl.unrolled_loss(eqx.combine(p, static), windows, adjoint=adjoint))(params)
+    reference = jax.tree_util.tree_leaves(grad(Direct()))
+    for adjoint, rtol in ((Checkpointed(every=3), 1e-12), (Checkpointed(checkpoints=2), 1e-10)):
+        for a, b in zip(reference, jax.tree_util.tree_leaves(grad(adjoint))):
+            np.testing.assert_allclose(b, a, rtol=rtol, atol=1e-20)
 
 
 ADAM = optax.adam(1e-2)  # one optimiser object: runs with the same settings reuse the compiled step
@@ -172,6 +175,8 @@ def test_bad_training_settings_are_rejected(tiny, tmp_path):
         dl.train_correction(c, tiny.train[..., :8], key=k)
     with pytest.raises(ValueError, match="checkpoint_every=5 needs checkpoint_dir"):
         dl.train_correction(c, tiny.train, checkpoint_every=5, key=k)
+    with pytest.raises(TypeError, match=r"train_correction: rollout_adjoint: adjoint must be Direct\(\) or Checkpointed"):
+        dl.train_correction(c, tiny.train, rollout_adjoint=Implicit(), key=k)
     with pytest.raises(ValueError, match="unroll must be an integer >= 1, got 0"):
         dl.train_correction(c, tiny.train, unroll=(2, 0), key=k)
     with pytest.raises(ValueError, match="unroll is empty"):

@@ -1,4 +1,4 @@
-"""Rollout: save points, checkpointing (same gradients, bounded memory), bad arguments."""
+"""Rollout: save points, adjoint strategies (same states and gradients, bounded memory), bad arguments."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import diffphys as dp
+from diffphys.adjoint import Checkpointed, Direct, Implicit
 
 GRID = dp.Grid1D(32)
 MODEL = dp.Heat(GRID, 0.3 + 0.1 * jnp.sin(2 * jnp.pi * GRID.x), scheme="ssprk3")
@@ -44,37 +45,96 @@ def test_default_saves_the_final_state_only():
     np.testing.assert_allclose(traj[0], _manual(MODEL, U0, 7)[-1], rtol=1e-13)
 
 
-@pytest.mark.parametrize("save_at", [None, (0, 37, 200, 201, 450)])
-@pytest.mark.parametrize("checkpoint_every", [1, 16, 64, 1000])
-def test_checkpointing_gives_the_same_gradient(save_at, checkpoint_every):
-    def loss(u0, kappa, checkpoint):
+def _sin_loss(save_at, adjoint, n_steps=450):
+    def loss(u0, kappa):
         model = dp.Heat(GRID, kappa, dt=MODEL.dt, scheme="ssprk3")
-        traj = dp.rollout(model, u0, 450, save_at=save_at, checkpoint_every=checkpoint)
+        traj = dp.rollout(model, u0, n_steps, save_at=save_at, adjoint=adjoint)
         return jnp.sum(jnp.sin(traj) ** 2)
 
-    plain = jax.grad(loss, argnums=(0, 1))(U0, MODEL.kappa, None)
-    checkpointed = jax.grad(loss, argnums=(0, 1))(U0, MODEL.kappa, checkpoint_every)
-    for a, b in zip(plain, checkpointed):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    return loss
+
+
+def _assert_same_gradient(reference, other, rtol):
+    for a, b in zip(reference, other):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(a))))
+
+
+@pytest.mark.parametrize("save_at", [None, (0, 37, 200, 201, 450)])
+@pytest.mark.parametrize("every", [1, 16, 64, 1000])
+def test_block_checkpointing_gives_the_same_gradient(save_at, every):
+    plain = jax.grad(_sin_loss(save_at, Direct()), argnums=(0, 1))(U0, MODEL.kappa)
+    checkpointed = jax.grad(_sin_loss(save_at, Checkpointed(every=every)), argnums=(0, 1))(U0, MODEL.kappa)
+    _assert_same_gradient(plain, checkpointed, 1e-12)
+
+
+@pytest.mark.parametrize(
+    "n_steps, kwargs",
+    [(25, dict(save_at=[0, 1, 2, 5, 8, 11, 19, 20])), (12, dict(save_every=3)), (7, {}), (0, {}), (5, dict(save_at=[0]))],
+)
+def test_recursive_checkpointing_saves_the_same_states(n_steps, kwargs):
+    """The diffrax-driven loop takes exactly the scan's steps and saves the same ones (one- and two-field states)."""
+    for model, state in ((MODEL, U0), (dp.Wave(GRID, 1.0), (U0, jnp.zeros(32)))):
+        plain = dp.rollout(model, state, n_steps, **kwargs)
+        recursive = dp.rollout(model, state, n_steps, adjoint=Checkpointed(), **kwargs)
+        for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(recursive)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(b, a, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("save_at, checkpoints", [(None, None), ((0, 37, 200, 201, 450), 3)])
+def test_recursive_checkpointing_gives_the_same_gradient(save_at, checkpoints):
+    plain = jax.grad(_sin_loss(save_at, Direct()), argnums=(0, 1))(U0, MODEL.kappa)
+    recursive = jax.grad(_sin_loss(save_at, Checkpointed(checkpoints=checkpoints)), argnums=(0, 1))(U0, MODEL.kappa)
+    _assert_same_gradient(plain, recursive, 1e-10)
+
+
+def test_recursive_checkpointing_passes_the_dot_product_and_taylor_tests():
+    """Its reverse mode is the transpose of the plain rollout's forward mode, and its gradient is a derivative.
+
+    Lorenz-96 is nonlinear and smooth (WENO's Jacobian is too ill-conditioned for a 1e-12 dot-product test).
+    """
+    model = dp.Lorenz96(40, forcing=8.0, scheme="rk4")
+    x0 = 8.0 + jnp.sin(jnp.arange(40.0))
+    run = lambda adjoint: lambda x: dp.rollout(model, x, 60, save_at=(0, 20, 60), adjoint=adjoint)
+    tangent = lambda d: jax.jvp(run(Direct()), (x0,), (d,))[1]
+    transpose = lambda c: jax.vjp(run(Checkpointed(checkpoints=2)), x0)[1](c)[0]
+    result = dp.check.adjoint_test(tangent, transpose, x0, jax.eval_shape(run(Direct()), x0))
+    assert result.relative_error <= 1e-12
+    loss = lambda x: jnp.sum(jnp.sin(run(Checkpointed())(x)))
+    assert dp.check.taylor_test(loss, x0, eps0=1e-6).rate >= 1.9  # small steps: 60 chaotic steps
+
+
+def test_recursive_checkpointing_differentiates_a_closure_over_traced_parameters():
+    run = lambda adjoint: lambda k: jnp.sum(
+        dp.rollout(lambda u: dp.Heat(GRID, k, dt=MODEL.dt).step(u), U0, 30, adjoint=adjoint) ** 2
+    )
+    np.testing.assert_allclose(jax.grad(run(Checkpointed()))(0.3), jax.grad(run(Direct()))(0.3), rtol=1e-12)
+
+
+def test_recursive_checkpointing_is_reverse_mode_only():
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda u: dp.rollout(MODEL, u, 5, adjoint=Checkpointed()), (U0,), (U0,))
 
 
 def test_checkpointing_bounds_gradient_memory():
-    """XLA's compiled memory analysis: 20 000 steps keep ~n states without, ~2 sqrt(n) with checkpointing.
+    """XLA's compiled memory analysis: 20 000 steps keep ~n states without checkpointing, ~2 sqrt(n) with
+    block checkpointing and ~log2(n) with recursive checkpointing.
 
     The stepper must be nonlinear (WENO): reverse mode through a linear stepper keeps no states at all.
     """
     n_steps = 20_000
     model = dp.Advection(GRID, 1.0, reconstruction="weno5", scheme="ssprk3")
 
-    def temp_bytes(checkpoint):
-        loss = lambda u0: jnp.sum(dp.rollout(model, u0, n_steps, checkpoint_every=checkpoint)[-1] ** 2)
+    def temp_bytes(adjoint):
+        loss = lambda u0: jnp.sum(dp.rollout(model, u0, n_steps, adjoint=adjoint)[-1] ** 2)
         analysis = jax.jit(jax.grad(loss)).lower(U0).compile().memory_analysis()
         return analysis.temp_size_in_bytes
 
     state_bytes = U0.size * U0.dtype.itemsize
-    plain, checkpointed = temp_bytes(None), temp_bytes(141)
+    plain, block, recursive = temp_bytes(Direct()), temp_bytes(Checkpointed(every=141)), temp_bytes(Checkpointed())
     assert plain >= n_steps * state_bytes  # every step's state is kept
-    assert checkpointed < 0.05 * plain
+    assert block < 0.05 * plain
+    assert recursive < 0.01 * plain
 
 
 @pytest.mark.parametrize(
@@ -88,13 +148,30 @@ def test_checkpointing_bounds_gradient_memory():
         (dict(n_steps=10, save_at=[2, 2]), "strictly increasing"),
         (dict(n_steps=10, save_at=[]), "save_at is empty"),
         (dict(n_steps=10, save_at=[1], save_every=2), "give save_at or save_every, not both"),
-        (dict(n_steps=10, checkpoint_every=0), "checkpoint_every must be a positive integer or None, got 0"),
     ],
 )
 def test_bad_rollout_arguments(kwargs, match):
     n = kwargs.pop("n_steps")
     with pytest.raises(ValueError, match=match):
         dp.rollout(MODEL, U0, n, **kwargs)
+
+
+@pytest.mark.parametrize("adjoint", [32, None, Implicit()])
+def test_rollout_rejects_an_adjoint_that_is_not_a_loop_strategy(adjoint):
+    with pytest.raises(TypeError, match=r"adjoint must be Direct\(\), Checkpointed\(every=b\) .* got " + repr(adjoint)[:8]):
+        dp.rollout(MODEL, U0, 10, adjoint=adjoint)
+
+
+def test_block_checkpointing_rejects_a_bad_block_length():
+    with pytest.raises(ValueError, match="every must be an integer >= 1, got 0"):
+        Checkpointed(every=0)
+
+
+@pytest.mark.parametrize("adjoint", [Direct(), Checkpointed(every=4), Checkpointed()])
+def test_every_adjoint_names_the_first_non_finite_step(adjoint):
+    blowing_up = lambda u: 1e200 * u
+    with pytest.raises(Exception, match=r"became non-finite \(NaN or inf\) by step 2 \(it was finite at step 1\)"):
+        dp.rollout(blowing_up, U0, 4, save_every=1, adjoint=adjoint)
 
 
 def test_rollout_accepts_any_stepper_callable():

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import io
 from .._rollout import rollout
+from ..adjoint import Checkpointed, Direct
 from ..assimilate import CycledTwin, InitialState, Parameter, StrongConstraint4DVar, cycled_twin_experiment
 from ..grid import Grid1D, Grid2D
 from ..observe import DiagonalR, DiffusionB, FootprintAverage, ObservationSchedule, PointSensors, subsample, twin_experiment
@@ -238,8 +239,9 @@ def build_problem(case: Case) -> Problem:
         control_map = Parameter(estimating, known, transform=control["transform"])
         truth_control = None if data is not None else np.asarray(truth_parameters[estimating]).reshape(grid.shape)
         background_control, z_b = guess_field, control_map.to_control(jnp.asarray(guess_field))
+    block = config["solver"]["checkpoint_every"]
     fourdvar = StrongConstraint4DVar(truth_model, schedule, values, DiagonalR(sigma), B, z_b, control_map,
-                                     checkpoint_every=config["solver"]["checkpoint_every"])
+                                     adjoint=Direct() if block is None else Checkpointed(every=block))
     known_truth = data is None
     return Problem(case, grid, truth_model, schedule, values, np.asarray(sigma), fourdvar, n_steps,
                    truth_state if known_truth else None, truth_model if known_truth else None,

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import check
 from .._rollout import rollout
+from ..adjoint import Checkpointed
 from ..grid import Dirichlet, Grid1D, Neumann
 from ..models import Heat
 
@@ -47,7 +48,7 @@ def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 
 
     def misfit(kappa):
         model = Heat(grid, kappa, dt=dt, scheme="rk4")
-        final = rollout(model, u0, n_steps, checkpoint_every=int(np.sqrt(n_steps)))[-1]
+        final = rollout(model, u0, n_steps, adjoint=Checkpointed(every=int(np.sqrt(n_steps))))[-1]
         return 0.5 * jnp.sum((final - observed) ** 2) * grid.dx
 
     first_guess = jnp.full(grid.shape, 0.03)

@@ -204,7 +204,7 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "max_iterations": _Key(_POSITIVE_INT, 100, "iteration budget (Gauss–Newton: outer iterations)"),
         "gtol": _Key(_POSITIVE, 1e-5, "stop when |∇J| <= gtol |∇J(background)|"),
         "learning_rate": _Key(_POSITIVE, 0.05, "adam: step size"),
-        "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps)"),
+        "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps): adjoint Checkpointed(every=...)"),
     },
     "output": {
         "snapshots": _Key(_number(integer=True, minimum=2), 5, "states saved over the window in analysis.nc"),

@@ -26,6 +26,7 @@ from jaxtyping import Array, Bool, Float
 from .._misc import tree_ravel
 from .._rollout import rollout
 from .._types import PyTree
+from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ..solvers import AbstractProblem
@@ -228,7 +229,8 @@ class StrongConstraint4DVar(AbstractProblem):
     - ``background``: the background *control* field $z_b$ (for ``Parameter(transform="log")``, the
       log of the first-guess parameter: ``control.to_control(p_b)``); a tuple for :class:`Joint`.
     - ``control``: :class:`InitialState` (default), :class:`Parameter` or :class:`Joint`.
-    - ``checkpoint_every``: gradient checkpointing block of the rollout (see :func:`~diffphys.rollout`).
+    - ``adjoint``: the rollout's derivative strategy, ``Direct()`` (default) or ``Checkpointed(...)``
+      (see :func:`~diffphys.rollout`).
     """
 
     model: AbstractStepper
@@ -239,16 +241,16 @@ class StrongConstraint4DVar(AbstractProblem):
     B: AbstractCovariance | tuple[AbstractCovariance, ...]
     background: Float[Array, "*grid"] | tuple[Float[Array, "*grid"], ...]
     control_map: AbstractControl
-    checkpoint_every: int | None = eqx.field(static=True)
+    adjoint: AbstractAdjoint = eqx.field(static=True)
 
-    def __init__(self, model, schedule, observations, R, B, background, control=None, *, checkpoint_every=None):
+    def __init__(self, model, schedule, observations, R, B, background, control=None, *, adjoint=Direct()):
         name = "StrongConstraint4DVar"
         y = check_observations(name, model, schedule, observations, R)
         self.control_map, self.background, self.B = check_background(name, model, control, background, B)
         self.model, self.schedule, self.R = model, schedule, R
         self.mask = jnp.isfinite(y)
         self.observations = y
-        self.checkpoint_every = checkpoint_every
+        self.adjoint = check_loop_adjoint(name, adjoint)
 
     @property
     def n_observations(self) -> int:
@@ -274,7 +276,7 @@ class StrongConstraint4DVar(AbstractProblem):
         model, x0 = self.control_map.apply(self.model, self.control(v))
         return rollout(
             model, x0, self.schedule.n_steps, save_at=self.schedule.steps,
-            checkpoint_every=self.checkpoint_every, check_finite=False,
+            adjoint=self.adjoint, check_finite=False,
         )
 
     def observation_residuals(self, v) -> Float[Array, " N"]:

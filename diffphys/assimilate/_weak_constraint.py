@@ -26,10 +26,10 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, Bool, Float
 
 from .._types import PyTree
+from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint, scan
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ..solvers import AbstractProblem
@@ -54,8 +54,9 @@ class WeakConstraint4DVar(AbstractProblem):
     - ``forcing_every``: $m$, the number of steps over which one forcing is held constant
       (default 1: a forcing per step). The window's ``schedule.n_steps`` steps make
       $J = \lceil n/m\rceil$ blocks.
-    - ``checkpoint``: recompute each step in the backward pass instead of storing its internals
-      (less memory, one more forward pass).
+    - ``adjoint``: how the rollout over the window is differentiated: ``Direct()`` (default) or
+      ``Checkpointed(...)`` (e.g. ``every=1`` recomputes each step's internals in the backward
+      pass: less memory, one more forward pass); see :mod:`diffphys.adjoint`.
     """
 
     model: AbstractStepper
@@ -67,10 +68,10 @@ class WeakConstraint4DVar(AbstractProblem):
     Q: AbstractCovariance
     background: Float[Array, "*grid"]
     forcing_every: int = eqx.field(static=True)
-    checkpoint: bool = eqx.field(static=True)
+    adjoint: AbstractAdjoint = eqx.field(static=True)
 
     def __init__(self, model, schedule, observations, R, B, background, Q, *, forcing_every: int = 1,
-                 checkpoint: bool = False):
+                 adjoint: AbstractAdjoint = Direct()):
         name = "WeakConstraint4DVar"
         y = check_observations(name, model, schedule, observations, R)
         _, self.background, self.B = check_background(name, model, InitialState(), background, B)
@@ -88,7 +89,7 @@ class WeakConstraint4DVar(AbstractProblem):
         self.model, self.schedule, self.R, self.Q = model, schedule, R, Q
         self.observations, self.mask = y, jnp.isfinite(y)
         self.forcing_every = forcing_every
-        self.checkpoint = bool(checkpoint)
+        self.adjoint = check_loop_adjoint(name, adjoint)
 
     @property
     def n_blocks(self) -> int:
@@ -128,10 +129,8 @@ class WeakConstraint4DVar(AbstractProblem):
             x = self.model.step(x) + eta[j]
             return x, x
 
-        if self.checkpoint:
-            step = jax.checkpoint(step)
         x0 = self.control(v)
-        _, xs = lax.scan(step, x0, block)
+        _, xs = scan(step, x0, block, self.schedule.n_steps, self.adjoint)
         return jnp.concatenate([x0[None], xs])
 
     def trajectory(self, v) -> Float[Array, "T *grid"]:

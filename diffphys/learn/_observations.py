@@ -31,6 +31,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._rollout import rollout
+from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ._corrected import CorrectedStepper
 from ._train import _check_int, fit, trainable_partition
@@ -93,18 +94,18 @@ def _initial_states(windows: ObservationWindows, v, idx):
     return xb + jax.vmap(windows.B.sqrt)(v[idx])
 
 
-def observation_loss(corrected, windows: ObservationWindows, v=None, idx=None, *, checkpoint_every=None) -> jax.Array:
+def observation_loss(corrected, windows: ObservationWindows, v=None, idx=None, *, adjoint: AbstractAdjoint = Direct()) -> jax.Array:
     r"""$J(\theta, v)$ of the module docstring over the windows ``idx`` (default: all).
 
     **Arguments:** ``corrected`` (any stepper), ``windows``, ``v`` (``(W, *grid)`` increments or
-    ``None`` for the backgrounds), ``idx`` (window indices), ``checkpoint_every`` (rollout).
+    ``None`` for the backgrounds), ``idx`` (window indices), ``adjoint`` (the rollout's derivative strategy).
     **Returns:** a scalar.
     """
     idx = jnp.arange(windows.n_windows) if idx is None else idx
     x0 = _initial_states(windows, v, idx)
     sched = windows.schedule
     run = lambda x: sched.observe(rollout(corrected, x, sched.n_steps, save_at=sched.steps,
-                                          checkpoint_every=checkpoint_every, check_finite=False))
+                                          adjoint=adjoint, check_finite=False))
     predicted = jax.vmap(run)(x0)
     innovation = jnp.where(windows.mask[idx], windows.R.whiten(windows.observations[idx] - predicted), 0.0)
     cost = 0.5 * jnp.sum(innovation**2, axis=1)
@@ -115,17 +116,17 @@ def observation_loss(corrected, windows: ObservationWindows, v=None, idx=None, *
 
 class _ObservationLoss(eqx.Module):
     batch_size: int = eqx.field(static=True)
-    checkpoint_every: int | None = eqx.field(static=True)
+    adjoint: AbstractAdjoint = eqx.field(static=True)
 
     def __call__(self, trainable, windows, key):
         corrected, v = trainable
         idx = jax.random.choice(key, windows.n_windows, (self.batch_size,), replace=False)
-        return observation_loss(corrected, windows, v, idx, checkpoint_every=self.checkpoint_every)
+        return observation_loss(corrected, windows, v, idx, adjoint=self.adjoint)
 
 
 def train_from_observations(corrected: CorrectedStepper, windows: ObservationWindows, *, validation=None,
                             optimizer=None, epochs: int = 10, steps_per_epoch: int = 50, batch_size: int | None = None,
-                            key, rollout_checkpoint_every: int | None = None, checkpoint_dir=None,
+                            key, rollout_adjoint: AbstractAdjoint = Direct(), checkpoint_dir=None,
                             checkpoint_every: int | None = None, resume: bool = True, progress: bool = True,
                             callback: Callable | None = None):
     r"""Train ``corrected.network`` (and the windows' initial states) on sparse observations only.
@@ -140,7 +141,7 @@ def train_from_observations(corrected: CorrectedStepper, windows: ObservationWin
       (``schedule.dt`` must equal ``corrected.dt``).
     - ``validation``: other :class:`ObservationWindows` (its cost from the backgrounds is reported).
     - ``optimizer`` (default ``optax.adam(1e-3)``), ``epochs``, ``steps_per_epoch``, ``batch_size``
-      (windows per step, default all), ``key``, ``rollout_checkpoint_every``, ``checkpoint_dir``,
+      (windows per step, default all), ``key``, ``rollout_adjoint``, ``checkpoint_dir``,
       ``checkpoint_every``, ``resume``, ``progress``, ``callback``: as in ``train_correction``.
 
     **Returns:** ``(trained corrected stepper, initial states (W, *grid), TrainingHistory)``.
@@ -165,8 +166,9 @@ def train_from_observations(corrected: CorrectedStepper, windows: ObservationWin
     v = None if windows.B is None else jnp.zeros_like(windows.background)
     validate = None
     if validation is not None:
-        validate = eqx.filter_jit(lambda t: observation_loss(t[0], validation, checkpoint_every=rollout_checkpoint_every))
-    loss = _ObservationLoss(batch_size, rollout_checkpoint_every)
+        validate = eqx.filter_jit(lambda t: observation_loss(t[0], validation, adjoint=rollout_adjoint))
+    rollout_adjoint = check_loop_adjoint(f"{name}: rollout_adjoint", rollout_adjoint)
+    loss = _ObservationLoss(batch_size, rollout_adjoint)
     (params, v), history = fit(
         (params, v), (static, None), lambda _: loss, (batch_size,), data=windows, optimizer=optimizer,
         epochs=epochs, steps_per_epoch=steps_per_epoch, key=key, validate=validate, checkpoint_dir=checkpoint_dir,

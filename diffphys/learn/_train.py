@@ -9,8 +9,8 @@ r"""Train a correction network with optax: one-step (supervised) or solver-in-th
     \qquad \tilde M_\theta = M + s N_\theta,$$
   differentiated through the $m$ steps of the differentiable stepper, so the network learns to
   correct the states its own corrections produce. ``unroll`` may be a curriculum
-  ``(m_1, m_2, ...)``: the epochs are split evenly between the stages. ``checkpoint_every`` on
-  the rollout (:func:`~diffphys.rollout`) bounds the memory of long unrolls.
+  ``(m_1, m_2, ...)``: the epochs are split evenly between the stages. ``rollout_adjoint``
+  (e.g. ``Checkpointed(every=b)``, see :func:`~diffphys.rollout`) bounds the memory of long unrolls.
 
 Validation (the $m$-step loss on the validation trajectories, with $m$ = ``validation_unroll``)
 runs after every epoch. With ``checkpoint_dir``, a checkpoint (trainable parameters, optimiser
@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from .._rollout import rollout
+from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ._checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from ._corrected import CorrectedStepper
 
@@ -80,14 +81,14 @@ def one_step_loss(corrected: CorrectedStepper, states, targets) -> jax.Array:
     return jnp.mean((stepped - targets) ** 2)
 
 
-def unrolled_loss(corrected: CorrectedStepper, windows, *, checkpoint_every: int | None = None) -> jax.Array:
+def unrolled_loss(corrected: CorrectedStepper, windows, *, adjoint: AbstractAdjoint = Direct()) -> jax.Array:
     r"""$L_m$: mean squared error of an $m$-step corrected rollout against the truth, through the solver.
 
     **Arguments:** ``corrected``; ``windows``: truth windows ``(B, m + 1, *grid)`` (entry 0 starts
-    the rollout); ``checkpoint_every``: rollout checkpointing block. **Returns:** a scalar.
+    the rollout); ``adjoint``: the rollout's derivative strategy. **Returns:** a scalar.
     """
     m = windows.shape[1] - 1
-    run = lambda u0: rollout(corrected, u0, m, save_every=1, checkpoint_every=checkpoint_every, check_finite=False)[1:]
+    run = lambda u0: rollout(corrected, u0, m, save_every=1, adjoint=adjoint, check_finite=False)[1:]
     return jnp.mean((jax.vmap(run)(windows[:, 0]) - windows[:, 1:]) ** 2)
 
 
@@ -113,13 +114,13 @@ class _WindowLoss(eqx.Module):
     method: str = eqx.field(static=True)
     m: int = eqx.field(static=True)
     batch_size: int = eqx.field(static=True)
-    checkpoint_every: int | None = eqx.field(static=True)
+    adjoint: AbstractAdjoint = eqx.field(static=True)
 
     def __call__(self, model, data, key):
         windows = _sample_windows(data, key, self.batch_size, self.m)
         if self.method == "one_step":
             return one_step_loss(model, windows[:, 0], windows[:, 1])
-        return unrolled_loss(model, windows, checkpoint_every=self.checkpoint_every)
+        return unrolled_loss(model, windows, adjoint=self.adjoint)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -211,7 +212,7 @@ def trainable_partition(corrected: CorrectedStepper):
 def train_correction(corrected: CorrectedStepper, train, *, validation=None, method: str = "unrolled",
                      unroll: int | Sequence[int] = 4, validation_unroll: int | None = None, optimizer=None,
                      epochs: int = 10, steps_per_epoch: int = 50, batch_size: int = 16, key,
-                     rollout_checkpoint_every: int | None = None, checkpoint_dir=None,
+                     rollout_adjoint: AbstractAdjoint = Direct(), checkpoint_dir=None,
                      checkpoint_every: int | None = None, resume: bool = True, progress: bool = True,
                      callback: Callable | None = None):
     r"""Train ``corrected.network`` on truth trajectories; the wrapped stepper's parameters stay fixed.
@@ -230,7 +231,8 @@ def train_correction(corrected: CorrectedStepper, train, *, validation=None, met
     - ``optimizer``: an optax transformation (default ``optax.adam(1e-3)``).
     - ``epochs``, ``steps_per_epoch``, ``batch_size``: the schedule (validation after each epoch).
     - ``key``: a ``jax.random`` key (batches); same key, same run.
-    - ``rollout_checkpoint_every``: gradient-checkpointing block of the unrolled rollouts.
+    - ``rollout_adjoint``: the derivative strategy of the unrolled rollouts, ``Direct()`` or
+      ``Checkpointed(...)`` for long unrolls (see :func:`~diffphys.rollout`).
     - ``checkpoint_dir``, ``checkpoint_every``, ``resume``: write a checkpoint every N optimiser
       steps into the folder, and (``resume=True``) continue from the checkpoint found there.
     - ``progress``: print a progress line (loss, validation) to stderr; ``callback(step, loss)``:
@@ -266,12 +268,13 @@ def train_correction(corrected: CorrectedStepper, train, *, validation=None, met
     batch_size = _check_int("train_correction: batch_size", batch_size)
     optimizer = optax.adam(1e-3) if optimizer is None else optimizer
 
-    loss_for_stage = lambda m: _WindowLoss(method, m, batch_size, rollout_checkpoint_every)
+    rollout_adjoint = check_loop_adjoint("train_correction: rollout_adjoint", rollout_adjoint)
+    loss_for_stage = lambda m: _WindowLoss(method, m, batch_size, rollout_adjoint)
 
     validate = None
     if validation is not None:
         windows = _fixed_windows(jnp.asarray(validation), validation_unroll or max(stages))
-        validate = eqx.filter_jit(lambda model: unrolled_loss(model, windows, checkpoint_every=rollout_checkpoint_every))
+        validate = eqx.filter_jit(lambda model: unrolled_loss(model, windows, adjoint=rollout_adjoint))
     params, static = trainable_partition(corrected)
     params, history = fit(
         params, static, loss_for_stage, stages, data=train, optimizer=optimizer, epochs=epochs,
