@@ -5,7 +5,7 @@ at 4 times (a twin experiment; background κ = 0.02 everywhere, truth 0.02 exp(0
 
 The hypergradient of ``|κ_a - κ_true|²`` with respect to (R's σ, the observations): by the implicit
 function theorem at the converged analysis, and by backpropagation through K unrolled Gauss–Newton
-layers (K = 5, 10, 20, 40; each layer checkpointed). Memory from XLA's compiled memory analysis;
+layers (``learn.UnrolledSolver``, K = 5, 10, 20, 40; each layer checkpointed). Memory from XLA's compiled memory analysis;
 time the median of repeats. (The solvers themselves are compared in ``bench_solvers.py``.)
 
     python benchmarks/bench_gauss_newton.py            # 48x48
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_enable_x64", True)
     import diffphys as dp
     from diffphys import assimilate as da
+    from diffphys import learn as dl
     from diffphys import observe as ob
 
     n = 16 if args.quick else 48
@@ -84,8 +85,10 @@ def main(argv=None) -> int:
 
     theta = (problem.R.sigma, problem.observations)
     solves = {"converged (IFT)": lambda p: da.gauss_newton(p, mode=mode, throw=False).value}
+    layer = dp.solvers.GaussNewton(globalization="none", damping=1e-3,
+                                   inner=dp.LinearSolver(method="cg", rtol=1e-8, max_steps=50, throw=False))
     for k in budgets:
-        solves[f"unrolled K={k}"] = da.UnrolledGaussNewton(k, damping=1e-3)
+        solves[f"unrolled K={k}"] = dl.UnrolledSolver(layer, k)
     rows = []
     reference = None
     for name, solve in solves.items():

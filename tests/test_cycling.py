@@ -63,7 +63,7 @@ def test_cycling_lorenz96_tracks_the_truth_below_the_observation_noise(lorenz, s
     x_b = x0 + ob.DiffusionB(model.grid, 1.0, 0.5).sample(jax.random.key(5), x0)
     seen = []
     result = da.cycled_4dvar(model, schedule, twin.observations, ob.DiagonalR(1.0), B, x_b,
-                             mode=dp.solvers.Converged(max_steps=20), shift=shift, callback=lambda k, r: seen.append(k))
+                             mode=dp.solvers.Converged(max_steps=20), shift=shift, progress=lambda k, r: seen.append(k))
     assert seen == list(range(10))
     scores = result.rmse(twin, spin_up=3)
     assert scores["analysis"] < 0.6 < 1.0  # well below the observation noise (σ = 1)

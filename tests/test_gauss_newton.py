@@ -1,16 +1,16 @@
 """Gauss–Newton / Levenberg–Marquardt 4D-Var: exactness on a linear-Gaussian problem, monotone decrease,
 implicit-function-theorem hypergradients against unrolled ones and finite differences, joint
-state–parameter inference, the unrolled solver's training, and bad input."""
+state–parameter inference, weak constraint, and bad input (the unrolled solver's training: test_learn_unrolled.py)."""
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import diffphys as dp
 from diffphys import assimilate as da
+from diffphys import learn as dl
 from diffphys import observe as ob
 
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
@@ -104,8 +104,8 @@ def _converged(problem):
     return da.gauss_newton(problem, solver=GN, mode=CONVERGE).value
 
 
-UNROLLED = da.UnrolledGaussNewton(12, damping=1e-12, inner=dp.LinearSolver(method="cg", rtol=1e-12, max_steps=100,
-                                                                            throw=False))
+UNROLLED = dl.UnrolledSolver(dp.solvers.GaussNewton(globalization="none", damping=1e-12, inner=dp.LinearSolver(
+    method="cg", rtol=1e-12, max_steps=100, throw=False)), 12)
 
 
 def _central(f, step):
@@ -161,38 +161,6 @@ def test_joint_state_and_diffusivity_inference():
     assert _relative(problem.model_for(result.value).kappa, KAPPA_TRUE) < 0.08
 
 
-def _heat_problems(n, seed):
-    """Heat state-estimation problems drawn from B, observed by 5 sensors at 4 times."""
-    keys = jax.random.split(jax.random.key(seed), n)
-    problems, truths = [], []
-    for k in keys:
-        k1, k2 = jax.random.split(k)
-        truth = 0.5 + B.sample(k1, TRUTH)
-        twin = ob.twin_experiment(MODEL, truth, SCHEDULE, 0.05, k2, background=B)
-        problems.append(da.StrongConstraint4DVar(MODEL, SCHEDULE, twin.observations, twin.R, B, twin.background))
-        truths.append(truth)
-    return problems, truths
-
-
-def test_unrolled_gauss_newton_trains_over_a_distribution_of_heat_problems():
-    train, train_truths = _heat_problems(6, seed=10)
-    held_out, held_truths = _heat_problems(4, seed=20)
-    solver = da.UnrolledGaussNewton(2, damping=3.0, step_length=0.5,
-                                    inner=dp.LinearSolver(method="cg", rtol=1e-10, max_steps=30, throw=False))
-    seen = []
-    trained, history = da.train_unrolled(solver, train, truths=train_truths, steps=30,
-                                         optimizer=optax.adam(0.1), validation=(held_out, held_truths),
-                                         validate_every=30, callback=lambda step, loss: seen.append(step))
-    assert seen == list(range(30))
-    assert history.loss[-1] < 0.8 * history.loss[0]
-    assert history.validation_loss[-1] < 0.8 * history.validation_loss[0]  # held-out error drops
-    assert np.all(np.abs(np.asarray(trained.log_damping) - np.log(3.0)) > 0.1)  # learned parameters moved
-    assert np.all(np.abs(np.asarray(trained.step_length) - 0.5) > 0.05)
-    # The unsupervised losses train too and need no truths.
-    _, unsupervised = da.train_unrolled(solver, train, loss="cost", steps=5, optimizer=optax.adam(0.1))
-    assert unsupervised.loss[-1] < unsupervised.loss[0]
-
-
 def _model_error_problems():
     """Truth with a source the model lacks; dense sensors observe it at 10 times."""
     source = 2.0 * jnp.sin(2 * jnp.pi * GRID.x)
@@ -241,8 +209,8 @@ def test_weak_constraint_beats_strong_constraint_when_the_model_is_wrong():
         (lambda: dp.solvers.Converged(rtol=-1.0), ValueError, "rtol must be a finite number >= 0, got -1.0"),
         (lambda: dp.solvers.GaussNewton(damping=float("nan")), ValueError, "damping must be a finite number >= 0"),
         (lambda: dp.solvers.GaussNewton(inner="cg"), TypeError, "inner must be a LinearSolver"),
-        (lambda: da.UnrolledGaussNewton(0), ValueError, "iterations must be an integer >= 1, got 0"),
-        (lambda: da.UnrolledGaussNewton(3, damping=0.0), ValueError, "damping must be a finite number > 0"),
+        (lambda: dp.solvers.GaussNewton(globalization="none", damping=0.0), ValueError,
+         "damping must be a finite number > 0"),
         (lambda: da.gauss_newton(_state_problem()[0], solver="fast"), TypeError, "solver must be a GaussNewton"),
         (lambda: da.gauss_newton(_state_problem()[0], mode=dp.solvers.Unrolled(3)), TypeError, "mode must be Converged"),
         (lambda: da.Joint(da.InitialState(), ()), TypeError, "one or more Parameter controls"),
@@ -257,11 +225,6 @@ def test_weak_constraint_beats_strong_constraint_when_the_model_is_wrong():
          TypeError, "Q must be a covariance"),
         (lambda: da.WeakConstraint4DVar(MODEL, SCHEDULE, jnp.zeros(20), ob.DiagonalR(0.1), B, TRUTH, B,
                                         forcing_every=0), ValueError, "forcing_every must be an integer >= 1, got 0"),
-        (lambda: da.train_unrolled(da.UnrolledGaussNewton(1), [_state_problem()[0]]), ValueError,
-         "needs the true control fields"),
-        (lambda: da.train_unrolled(da.UnrolledGaussNewton(1), [_state_problem()[0]], loss="l2"), ValueError,
-         "unknown loss 'l2'"),
-        (lambda: da.stack_problems([_state_problem()[0], _kappa_problem()]), ValueError, "problem 1 differs"),
     ],
 )
 def test_bad_input(make, error, match):

@@ -52,6 +52,42 @@ def test_training_on_sparse_observations_reduces_the_error_against_the_hidden_tr
     np.testing.assert_array_equal(trained.stepper.kappa, model.kappa)
 
 
+def test_observation_loss_is_the_mean_normalised_4dvar_cost_of_the_windows():
+    model = dp.Heat(dp.Grid1D(12), 0.01, dt=0.01)
+    net = dl.ConvNet(model.grid, key=jax.random.key(1), width=4, depth=1, kernel_size=3, output_scale=0.1)
+    corrected = dl.CorrectedStepper(model, net, scale=10 * model.dt)
+    sensors = ob.PointSensors(model.grid, jnp.array([0.15, 0.5, 0.8]))
+    schedule = ob.ObservationSchedule.from_steps([2, 3, 5], sensors, dt=model.dt)
+    B = ob.DiffusionB(model.grid, sigma=0.1, length_scale=0.2)
+    sigma = jnp.array([0.1, 0.2, 0.3] * 3)
+    keys = jax.random.split(jax.random.key(4), 3)
+    y = jax.random.normal(keys[0], (4, 9)).at[1, 4].set(jnp.nan).at[3, 0].set(jnp.nan)  # two missing readings
+    xb = jax.random.normal(keys[1], (4, 12))
+    v = 0.3 * jax.random.normal(keys[2], (4, 12))
+    windows = dl.ObservationWindows(schedule, y, ob.DiagonalR(sigma), xb, B)
+    # Independently: roll out each window, observe at the schedule's steps, whiten, drop missing readings.
+    sqrt_b = jax.jacfwd(B.sqrt)(jnp.zeros(12))
+
+    def expected(idx, with_increments):
+        total = 0.0
+        for w in idx:
+            x0 = xb[w] + (sqrt_b @ v[w] if with_increments else 0.0)
+            states = [x0]
+            for _ in range(5):
+                states.append(corrected.step(states[-1]))
+            predicted = jnp.concatenate([sensors(states[k]) for k in (2, 3, 5)])
+            d = np.where(np.isnan(y[w]), 0.0, (np.asarray(y[w]) - predicted) / sigma)
+            total += 0.5 * np.sum(d**2) + (0.5 * np.sum(np.asarray(v[w]) ** 2) if with_increments else 0.0)
+        return total / len(idx) / 9
+
+    np.testing.assert_allclose(dl.observation_loss(corrected, windows, v), expected(range(4), True), rtol=1e-12)
+    np.testing.assert_allclose(dl.observation_loss(corrected, windows), expected(range(4), False), rtol=1e-12)
+    idx = jnp.array([3, 1])
+    np.testing.assert_allclose(dl.observation_loss(corrected, windows, v, idx), expected([3, 1], True), rtol=1e-12)
+    no_b = dl.ObservationWindows(schedule, y, ob.DiagonalR(sigma), xb)  # B=None: held at the backgrounds
+    np.testing.assert_allclose(dl.observation_loss(corrected, no_b, v), expected(range(4), False), rtol=1e-12)
+
+
 def test_observation_windows_and_training_reject_bad_input():
     model = dp.Heat(dp.Grid1D(16), 0.01, dt=0.01)
     sensors = ob.PointSensors(model.grid, jnp.array([0.2, 0.6]))

@@ -63,12 +63,12 @@ def test_scenarios_are_seeded_split_and_contain_model_error(tiny):
 def test_training_reduces_the_loss(tiny, method):
     c = _corrected(tiny)
     windows = jnp.stack([tiny.validation[:, k:k + 5] for k in range(0, 8, 4)], 1).reshape(-1, 5, 16)
-    before = float(dl.unrolled_loss(c, windows))
+    before = float(dl.rollout_loss(c, windows))
     trained, history = dl.train_correction(
         c, tiny.train, validation=tiny.validation, method=method, unroll=(2, 4), validation_unroll=4,
         optimizer=optax.adam(1e-2), epochs=4, steps_per_epoch=15, batch_size=8, key=jax.random.key(3), progress=False,
     )
-    after = float(dl.unrolled_loss(trained, windows))
+    after = float(dl.rollout_loss(trained, windows))
     assert after < 0.3 * before, (before, after)
     assert len(history.loss) == 60 and len(history.validation) == 4
     assert history.validation[-1][1] < history.validation[0][1]
@@ -83,7 +83,7 @@ def test_one_step_loss_does_not_differentiate_through_the_solver(tiny):
     g = jax.grad(lambda k: dl.one_step_loss(eqx.tree_at(lambda m: m.stepper.kappa, c, k), u, target))(c.stepper.kappa)
     np.testing.assert_array_equal(g, 0.0)
     windows = tiny.train[:, 3:5]
-    g_unrolled = jax.grad(lambda k: dl.unrolled_loss(eqx.tree_at(lambda m: m.stepper.kappa, c, k), windows))(c.stepper.kappa)
+    g_unrolled = jax.grad(lambda k: dl.rollout_loss(eqx.tree_at(lambda m: m.stepper.kappa, c, k), windows))(c.stepper.kappa)
     assert float(jnp.max(jnp.abs(g_unrolled))) > 0
 
 
@@ -91,7 +91,7 @@ def test_checkpointed_unroll_gives_the_same_gradient(tiny):
     c = _corrected(tiny)
     params, static = dl.trainable_partition(c)
     windows = tiny.train[:, :9]
-    grad = lambda adjoint: jax.grad(lambda p: dl.unrolled_loss(eqx.combine(p, static), windows, adjoint=adjoint))(params)
+    grad = lambda adjoint: jax.grad(lambda p: dl.rollout_loss(eqx.combine(p, static), windows, adjoint=adjoint))(params)
     reference = jax.tree_util.tree_leaves(grad(Direct()))
     for adjoint, rtol in ((Checkpointed(every=3), 1e-12), (Checkpointed(checkpoints=2), 1e-10)):
         for a, b in zip(reference, jax.tree_util.tree_leaves(grad(adjoint))):
@@ -116,7 +116,7 @@ def test_resume_from_checkpoint_is_bit_identical(tiny, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train(tiny, tmp_path / "b", callback=interrupt)
+        _train(tiny, tmp_path / "b", progress=interrupt)
     resumed, history = _train(tiny, tmp_path / "b")
     assert history.start_step == 4 and len(history.loss) == 4
     for a, b in zip(_leaves(straight), _leaves(resumed)):

@@ -57,7 +57,7 @@ def run_cycled_case(case: Case, out: Path, *, progress: Callable[[str], None] | 
                 f"{recent:.3f})   Gauss–Newton iterations {int(record['iterations'])}")
 
     result = cycled_4dvar(model, schedule, problem.twin.observations, problem.R, problem.B, problem.background,
-                          mode=mode, shift=problem.shift, callback=report)
+                          mode=mode, shift=problem.shift, progress=report)
     scores = result.rmse(problem.twin, spin_up=problem.spin_up)
 
     out = Path(out)

@@ -44,10 +44,10 @@ def _stats(field) -> dict:
     return {"mean": float(f.mean()), "min": float(f.min()), "max": float(f.max())}
 
 
-def _solve(fourdvar, solver: dict, callback) -> Solution:
+def _solve(fourdvar, solver: dict, progress) -> Solution:
     """Minimise the case's 4D-Var cost with its ``[solver]`` settings (one compiled solve, any method)."""
     mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
-    return iterate(SOLVER_METHODS[solver["method"]](solver), fourdvar, mode=mode, progress=callback, throw=False)
+    return iterate(SOLVER_METHODS[solver["method"]](solver), fourdvar, mode=mode, progress=progress, throw=False)
 
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
@@ -76,7 +76,7 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
         reported.append(iteration)
         say(f"  iteration {iteration:4d}   cost {records['cost']:.6e}   |gradient| {records['gradient_norm']:.3e}")
 
-    solution = _solve(fourdvar, solver, callback=lambda i, records: show(i, records) if i % every == 0 else None)
+    solution = _solve(fourdvar, solver, progress=lambda i, records: show(i, records) if i % every == 0 else None)
     history, v, iterations = solution.history(), solution.value, solution.num_steps
     costs, gradient_norms = history["cost"], history["gradient_norm"]
     if iterations not in reported:

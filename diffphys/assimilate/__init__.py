@@ -16,13 +16,6 @@ from ._fourdvar import (
 from ._gauss_newton import (
     FOURDVAR_ADJOINT as FOURDVAR_ADJOINT,
     FOURDVAR_MODE as FOURDVAR_MODE,
-    UnrolledGaussNewton as UnrolledGaussNewton,
     gauss_newton as gauss_newton,
-)
-from ._train_unrolled import (
-    TrainingHistory as TrainingHistory,
-    stack_problems as stack_problems,
-    train_unrolled as train_unrolled,
-    unrolled_loss as unrolled_loss,
 )
 from ._weak_constraint import WeakConstraint4DVar as WeakConstraint4DVar

@@ -194,7 +194,7 @@ def cycled_4dvar(
     *,
     mode: Converged = FOURDVAR_MODE,
     shift: int | None = None,
-    callback: Callable[[int, dict], None] | None = None,
+    progress: Callable[[int, dict], None] | None = None,
 ) -> CycledAnalysis:
     r"""Cycle strong-constraint 4D-Var over sliding windows (see the module docstring).
 
@@ -211,7 +211,7 @@ def cycled_4dvar(
     - ``solver``, ``mode``: each window's solve (:class:`~diffphys.solvers.GaussNewton`, and
       :class:`~diffphys.solvers.Converged`, default at most 20 iterations to a relative gradient of 1e-6).
     - ``shift``: $S$, steps between window starts, dividing $L$ (default $L$: consecutive windows).
-    - ``callback``: ``callback(k, record)`` after window ``k`` with its record (background,
+    - ``progress``: ``progress(k, record)`` after window ``k`` with its record (background,
       analysis, filter_analysis, forecast as NumPy arrays, iterations, converged, costs), e.g.
       to print progress.
 
@@ -245,7 +245,7 @@ def cycled_4dvar(
                 f"{record['cost_final']:.3g}); check that window's observations, B, R and the model's dt"
             )
         rows.append(record)
-        if callback is not None:
-            callback(k, record)
+        if progress is not None:
+            progress(k, record)
         x_b = next_background
     return CycledAnalysis(**{key: jnp.asarray(np.stack([r[key] for r in rows])) for key in rows[0]})

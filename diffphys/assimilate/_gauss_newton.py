@@ -12,18 +12,12 @@ References: P. Courtier, J.-N. Thépaut, A. Hollingsworth, Q. J. R. Meteorol. So
 
 from __future__ import annotations
 
-import math
-
-import equinox as eqx
-import jax.numpy as jnp
-
 from .. import adjoint as adjoints
 from .._linear_solve import LinearSolver
-from .._misc import check_int, check_number
 from .._solution import Solution
-from ..solvers import AbstractProblem, Converged, DampedStep, GaussNewton, Unrolled, iterate
+from ..solvers import AbstractProblem, Converged, GaussNewton, iterate
 
-__all__ = ["FOURDVAR_ADJOINT", "FOURDVAR_MODE", "UnrolledGaussNewton", "gauss_newton"]
+__all__ = ["FOURDVAR_ADJOINT", "FOURDVAR_MODE", "gauss_newton"]
 
 FOURDVAR_MODE = Converged(rtol=1e-6, max_steps=20)
 """The default stopping rule of :func:`gauss_newton`: $\\|\\nabla J\\| \\le 10^{-6}\\|\\nabla J(v_0)\\|$, at most 20 outer iterations."""
@@ -57,47 +51,6 @@ def gauss_newton(
         raise TypeError(f"gauss_newton: solver must be a GaussNewton, got {type(solver).__name__}")
     if not isinstance(mode, Converged):
         raise TypeError(f"gauss_newton: mode must be Converged(...), got {type(mode).__name__}; for unrolled "
-                        "iterations use diffphys.solvers.iterate(..., mode=Unrolled(K))")
+                        "iterations use diffphys.solvers.iterate(..., mode=Unrolled(K)) or diffphys.learn.UnrolledSolver")
     return iterate(solver, problem, v0, mode=mode, adjoint=adjoint, progress=progress, throw=throw)
 
-
-class UnrolledGaussNewton(eqx.Module):
-    r"""Exactly $K$ plain damped Gauss–Newton layers with learnable $\lambda_k = e^{\ell_k}$ and $\alpha_k$.
-
-    ``iterate(GaussNewton(globalization="none"), problem, mode=Unrolled(K), params=DampedStep(...))``
-    packaged with its parameters, so that it can be trained (:func:`train_unrolled`). Each layer is
-    checkpointed (``checkpoint=True``: adjoint ``Checkpointed(every=1)``) so memory holds one state
-    per layer. The inner CG solve is differentiated implicitly, as if it were exact.
-
-    **Arguments:** ``iterations`` ($K \ge 1$), ``damping`` (initial $\lambda$, > 0; default 1e-2),
-    ``step_length`` (initial $\alpha$; default 1), ``inner`` (CG settings), ``checkpoint``.
-    """
-
-    params: DampedStep
-    inner: LinearSolver = eqx.field(static=True)
-    checkpoint: bool = eqx.field(static=True)
-
-    def __init__(self, iterations: int, *, damping: float = 1e-2, step_length: float = 1.0,
-                 inner: LinearSolver = LinearSolver(method="cg", rtol=1e-8, max_steps=50, throw=False),
-                 checkpoint: bool = True):
-        check_int("UnrolledGaussNewton: iterations", iterations)
-        check_number("UnrolledGaussNewton: damping", damping, allow_minimum=False)
-        check_number("UnrolledGaussNewton: step_length", step_length, allow_minimum=False)
-        dtype = jnp.result_type(float)
-        self.params = DampedStep(jnp.full((iterations,), math.log(damping), dtype), jnp.full((iterations,), step_length, dtype))
-        self.inner, self.checkpoint = inner, bool(checkpoint)
-
-    @property
-    def log_damping(self):
-        return self.params.log_damping
-
-    @property
-    def step_length(self):
-        return self.params.step_length
-
-    def __call__(self, problem, v0=None):
-        """The control increment $v_K$ after the $K$ layers."""
-        adjoint = adjoints.Checkpointed(every=1) if self.checkpoint else adjoints.Direct()
-        solver = GaussNewton(globalization="none", inner=self.inner)
-        return iterate(solver, problem, v0, mode=Unrolled(self.params.log_damping.shape[0]), params=self.params,
-                       adjoint=adjoint).value
