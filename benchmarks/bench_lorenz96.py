@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
-    from diffphys._app.cycled_runner import run_cycled_case
+    from diffphys._app.runner import run_case
     from diffphys.cases import load_case
 
     seeds = range(1 if args.quick else args.seeds)
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         for seed in seeds:
             case = load_case("lorenz96-4dvar", [f"seed={seed}", "output.plots=false", *size, *settings])
             with tempfile.TemporaryDirectory() as out:
-                summary = run_cycled_case(case, Path(out), progress=None)
+                summary = run_case(case, Path(out), progress=None)
             records.append({"variant": variant, "seed": seed, **{k: summary[k] for k in (
                 "rmse_analysis", "rmse_smoother", "rmse_forecast", "n_cycles", "spin_up", "shift_steps", "iterations",
                 "converged", "wall_time_s")}})

@@ -16,7 +16,7 @@ import numpy as np
 
 from ._misc import all_finite
 
-__all__ = ["RESULTS", "Solution", "nonfinite_to_result", "throw_if_failed"]
+__all__ = ["RESULTS", "RESULT_NAMES", "Solution", "nonfinite_to_result", "result_name", "throw_if_failed"]
 
 
 class RESULTS(eqx.Enumeration):
@@ -76,15 +76,24 @@ class Solution(eqx.Module):
     @property
     def outcome(self) -> str:
         """The result's name: ``"successful"``, ``"max_steps_reached"``, ``"nonfinite"``, ..."""
-        for name in ("successful", "max_steps_reached", "nonfinite", "no_decrease", "linear_solve_failed"):
-            if bool(self.result == getattr(RESULTS, name)):
-                return name
-        raise AssertionError("unknown result")  # pragma: no cover
+        return result_name(self.result)
 
     def history(self) -> dict[str, np.ndarray]:
         """The per-iteration records as NumPy arrays, trimmed to the ``num_steps + 1`` points visited."""
         k = self.num_steps
         return {name: np.asarray(values[: k + 1]) for name, values in self.stats["history"].items()}
+
+
+RESULT_NAMES = ("successful", "max_steps_reached", "nonfinite", "no_decrease", "linear_solve_failed")
+"""The names of the :class:`RESULTS` items, as written into summaries."""
+
+
+def result_name(result: RESULTS) -> str:
+    """The name of a concrete :class:`RESULTS` item (e.g. ``"max_steps_reached"``)."""
+    for name in RESULT_NAMES:
+        if bool(result == getattr(RESULTS, name)):
+            return name
+    raise ValueError(f"result_name: {result!r} is not a RESULTS item")
 
 
 def nonfinite_to_result(value, result: RESULTS) -> RESULTS:

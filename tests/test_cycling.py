@@ -34,6 +34,7 @@ def test_one_window_is_one_gauss_newton_solve_and_its_forecast_is_the_next_backg
     assert jnp.allclose(result.background[1], result.filter_analysis[0], rtol=0, atol=1e-12)
     assert jnp.allclose(result.forecast[0], dp.rollout(model, x_b, 16)[-1], rtol=0, atol=1e-12)
     assert bool(jnp.all(result.converged)) and result.iterations.shape == (2,)
+    assert result.results == ("successful", "successful")
 
 
 def test_overlapping_windows_share_their_observations_and_inflate_R(lorenz):

@@ -10,6 +10,8 @@ import pytest
 import diffphys as dp
 from diffphys import learn as dl
 from diffphys.adjoint import Checkpointed, Direct, Implicit
+from helpers import check_bit_identical_resume
+from helpers import float_leaves as _leaves
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +24,6 @@ def _corrected(ds, seed=1):
     net = dl.ConvNet(ds.model.grid, key=jax.random.key(seed), width=8, depth=1, kernel_size=3, output_scale=0.1)
     return dl.CorrectedStepper(ds.model, net, scale=10 * ds.dt)
 
-
-def _leaves(model):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))]
 
 
 def test_scenarios_are_seeded_split_and_contain_model_error(tiny):
@@ -109,19 +108,8 @@ def _train(ds, folder, **kw):
 
 
 def test_resume_from_checkpoint_is_bit_identical(tiny, tmp_path):
-    straight, _ = _train(tiny, tmp_path / "a")
-
-    def interrupt(step, loss):
-        if step == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _train(tiny, tmp_path / "b", progress=interrupt)
-    resumed, history = _train(tiny, tmp_path / "b")
-    assert history.start_step == 4 and len(history.loss) == 4
-    for a, b in zip(_leaves(straight), _leaves(resumed)):
-        assert np.array_equal(a, b)  # bit for bit
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [dl.CHECKPOINT_NAME]  # no temporary files left
+    straight = check_bit_identical_resume(lambda folder, **kw: _train(tiny, folder, **kw), tmp_path,
+                                          interrupt_at=5, start_step=4, remaining=4, checkpoint_name=dl.CHECKPOINT_NAME)
     # training moved the parameters (so the comparison above can fail)
     assert not all(np.array_equal(a, b) for a, b in zip(_leaves(straight), _leaves(_corrected(tiny))))
 

@@ -16,6 +16,8 @@ import diffphys as dp
 from diffphys import assimilate as da
 from diffphys import learn as dl
 from diffphys import observe as ob
+from helpers import check_bit_identical_resume
+from helpers import float_leaves as _leaves
 
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
 MODEL = dp.Heat(GRID, 0.02, dt=1e-3)
@@ -40,9 +42,6 @@ def _heat_problems(n, seed):
         truths.append(truth)
     return problems, truths
 
-
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))]
 
 
 def test_unrolled_gauss_newton_trains_over_a_distribution_of_heat_problems():
@@ -87,19 +86,8 @@ def _train(problems, folder, **kw):
 
 def test_unrolled_solver_training_resumes_bit_identically_from_a_checkpoint(tmp_path):
     problems, _ = _heat_problems(2, seed=40)
-    straight, _ = _train(problems, tmp_path / "a")
-
-    def interrupt(step, loss):
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _train(problems, tmp_path / "b", progress=interrupt)
-    resumed, history = _train(problems, tmp_path / "b")
-    assert history.start_step == 2 and len(history.loss) == 4
-    for a, b in zip(_leaves(straight), _leaves(resumed)):
-        assert np.array_equal(a, b)  # bit for bit
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [dl.CHECKPOINT_NAME]
+    straight = check_bit_identical_resume(lambda folder, **kw: _train(problems, folder, **kw), tmp_path,
+                                          interrupt_at=3, start_step=2, remaining=4, checkpoint_name=dl.CHECKPOINT_NAME)
     assert not all(np.array_equal(a, b) for a, b in zip(_leaves(straight), _leaves(dl.UnrolledSolver(PLAIN_GN, 2))))
 
 

@@ -151,3 +151,17 @@ def test_implicit_and_unrolled_gradients_agree_and_match_finite_differences(name
     h = 1e-4
     fd = float((-f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h))
     assert float(jnp.vdot(grad_i, direction)) == pytest.approx(fd, rel=1e-6, abs=1e-10)
+
+
+@pytest.mark.parametrize("adjoint_name", ["direct", "checkpointed-recursive"])
+def test_unrolled_adam_gradient_matches_finite_differences(adjoint_name):
+    """A gradient method unrolled as layers (learnable step multipliers) is differentiable too."""
+    p = ZOO["lorenz96"]()
+    adam = lambda q: S.iterate(S.Adam(learning_rate=0.05), q, mode=S.Unrolled(5), adjoint=ADJOINTS[adjoint_name]).value
+    y = jnp.where(p.mask, p.observations, 0.0)
+    grad = jax.jit(jax.grad(lambda obs: _loss_of_solution(p, adam, obs)))(y)
+    direction = jnp.where(p.mask, jax.random.normal(jax.random.key(11), y.shape), 0.0)
+    f = jax.jit(lambda t: _loss_of_solution(p, adam, y + t * direction))
+    h = 1e-4
+    fd = float((-f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h))
+    assert float(jnp.vdot(grad, direction)) == pytest.approx(fd, rel=1e-6, abs=1e-10)

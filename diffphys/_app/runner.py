@@ -1,4 +1,10 @@
-"""Run a case end to end: build the problem, minimise the 4D-Var cost, write analysis.nc, summary.json, plots."""
+"""Run a case end to end: the one runner for single-window and cycled cases.
+
+It builds the case's run (:class:`~diffphys._app.single.SingleWindowRun`, or
+:class:`~diffphys._app.cycled.CycledRun` for a ``[cycling]`` case), solves it, writes
+``analysis.nc`` and the plots, and writes ``summary.json`` last, with the fields every run shares
+(case, model, backend, wall time, outputs) around the run's own.
+"""
 
 from __future__ import annotations
 
@@ -8,216 +14,39 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from .. import io
-from .._rollout import rollout
-from ..solvers import Converged, Solution, iterate
-from .build import Problem, build_problem
-from .cycled_runner import run_cycled_case
+from .cycled import CYCLED_OUTPUTS, CycledRun
 from .load import Case
-from .registry import SOLVER_METHODS
+from .single import SINGLE_OUTPUTS, SingleWindowRun
 
-__all__ = ["OUTPUTS", "run_case"]
-
-OUTPUTS = {
-    "analysis.nc": "truth (twin experiments), background and analysis trajectories (dims time, x[, y]); for a "
-                   "parameter case the three parameter fields; group 'observations': the data (time, sensor), "
-                   "their σ and the truth, background and analysis equivalents",
-    "summary.json": "case, rmse_background, rmse_analysis, cost_initial, cost_final, iterations, converged, result, "
-                    "wall_time_s, ...; parameter cases: true and estimated parameter and their errors",
-    "analysis.png": "analysis vs truth vs background with the sensor positions; fit to the observations",
-    "cost.png": "the 4D-Var cost per iteration (log scale)",
-}
-
-
-def _rms(a) -> float:
-    return float(np.sqrt(np.mean(np.square(np.asarray(a)))))
-
-
-def _first_field(state):
-    return state[0] if isinstance(state, tuple) else state
-
-
-def _stats(field) -> dict:
-    f = np.asarray(field)
-    return {"mean": float(f.mean()), "min": float(f.min()), "max": float(f.max())}
-
-
-def _solve(fourdvar, solver: dict, progress) -> Solution:
-    """Minimise the case's 4D-Var cost with its ``[solver]`` settings (one compiled solve, any method)."""
-    mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
-    return iterate(SOLVER_METHODS[solver["method"]](solver), fourdvar, mode=mode, progress=progress, throw=False)
+__all__ = ["CYCLED_OUTPUTS", "SINGLE_OUTPUTS", "run_case"]
 
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
-    """Solve ``case`` and write its outputs (see :data:`OUTPUTS`; for a ``[cycling]`` case
-    :data:`~diffphys._app.cycled_runner.CYCLED_OUTPUTS`) into ``out``; return the summary.
+    """Solve ``case`` and write its outputs into ``out`` (:data:`SINGLE_OUTPUTS`, or :data:`CYCLED_OUTPUTS`
+    for a ``[cycling]`` case); return the summary.
 
-    ``progress`` receives one line per report (start, iterations, end); ``None`` is silent.
+    ``progress`` receives one line per report (start, iterations or windows, end); ``None`` is silent.
     """
-    if case.config["cycling"]["cycles"] is not None:
-        return run_cycled_case(case, out, progress=progress)
     say = progress or (lambda line: None)
     started = time.perf_counter()
-    problem = build_problem(case)
-    fourdvar, config = problem.fourdvar, case.config
-    control = config["control"]
-    estimating = control["parameter"] if control["kind"] == "parameter" else None
+    config = case.config
+    run = (CycledRun if config["cycling"]["cycles"] is not None else SingleWindowRun)(case, say)
     say(f"diffphys run: {case.name} — {case.description}")
-    say(f"  {config['model']['kind']} on {problem.grid.shape} cells, dt={fourdvar.model.dt:.4g}, {problem.n_steps} steps; "
-        f"{fourdvar.n_observations} observations at {len(problem.schedule.times)} times; "
-        f"control: {estimating or 'initial state'}")
-    solver = config["solver"]
-    every = max(1, solver["max_iterations"] // 10)
-    reported = []
-
-    def show(iteration, records):
-        reported.append(iteration)
-        say(f"  iteration {iteration:4d}   cost {records['cost']:.6e}   |gradient| {records['gradient_norm']:.3e}")
-
-    solution = _solve(fourdvar, solver, progress=lambda i, records: show(i, records) if i % every == 0 else None)
-    history, v, iterations = solution.history(), solution.value, solution.num_steps
-    costs, gradient_norms = history["cost"], history["gradient_norm"]
-    if iterations not in reported:
-        show(iterations, {"cost": costs[-1], "gradient_norm": gradient_norms[-1]})
-    zero = fourdvar.zero_control()
-    if estimating is None:
-        analysis_control = np.asarray(_first_field(fourdvar.initial_state(v)))
-    else:
-        analysis_control = np.asarray(getattr(fourdvar.model_for(v), estimating)).reshape(problem.grid.shape)
-    truth_control, background_control = problem.truth_control, problem.background_control
-    rmse_b = None if truth_control is None else _rms(background_control - truth_control)
-    rmse_a = None if truth_control is None else _rms(analysis_control - truth_control)
-
-    # Trajectories over the window at a few snapshots (the observed field of a tuple state).
-    steps = tuple(int(s) for s in np.unique(np.rint(np.linspace(0, problem.n_steps, config["output"]["snapshots"]))))
-    times = np.asarray(steps) * fourdvar.model.dt
-
-    def trajectory(model, state):
-        return np.asarray(_first_field(rollout(model, state, problem.n_steps, save_at=steps)))
-
-    runs = {"background": (fourdvar.model_for(zero), fourdvar.initial_state(zero)),
-            "analysis": (fourdvar.model_for(v), fourdvar.initial_state(v))}
-    if problem.truth_model is not None:
-        runs = {"truth": (problem.truth_model, problem.truth_state), **runs}
-    states = {name: trajectory(*run) for name, run in runs.items()}
-    equivalents = {"background": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(zero))),
-                   "analysis": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(v)))}
-    if problem.clean_observations is not None:
-        equivalents = {"truth": problem.clean_observations, **equivalents}
-    present = np.isfinite(problem.observations)
-    innovation = {k: _rms((problem.observations - equivalents[k])[present]) for k in ("background", "analysis")}
-
+    say(run.describe())
+    run.solve()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_analysis(out / "analysis.nc", problem, states, times, estimating, analysis_control, equivalents)
+    run.write_analysis(out / "analysis.nc")
     outputs = ["analysis.nc", "summary.json"]
     if config["output"]["plots"]:
-        _write_plots(out, problem, states, estimating, analysis_control, equivalents, costs)
+        run.write_plots(out)
         outputs += ["analysis.png", "cost.png"]
-    summary = {
-        "case": case.name,
-        "description": case.description,
-        "model": config["model"]["kind"],
-        "grid": list(problem.grid.shape),
-        "dt": fourdvar.model.dt,
-        "n_steps": problem.n_steps,
-        "window": config["window"]["duration"],
-        "control": estimating or "initial_state",
-        "n_observations": int(present.sum()),
-        "n_observation_times": len(problem.schedule.times),
-        "rmse_background": rmse_b,
-        "rmse_analysis": rmse_a,
-        "cost_initial": float(costs[0]),
-        "cost_final": float(costs[-1]),
-        "gradient_norm_initial": float(gradient_norms[0]),
-        "gradient_norm_final": float(gradient_norms[-1]),
-        "iterations": iterations,
-        "converged": bool(solution.converged),
-        "result": solution.outcome,
-        "solver": solver["method"],
-        "innovation_rms_background": innovation["background"],
-        "innovation_rms_analysis": innovation["analysis"],
-    }
-    if estimating is not None:
-        summary["parameter"] = {
-            "name": estimating,
-            "transform": control["transform"],
-            "truth": None if truth_control is None else _stats(truth_control),
-            "background": _stats(background_control),
-            "analysis": _stats(analysis_control),
-            "rmse_background": rmse_b,
-            "rmse_analysis": rmse_a,
-            "relative_error_background": None if truth_control is None else rmse_b / _rms(truth_control),
-            "relative_error_analysis": None if truth_control is None else rmse_a / _rms(truth_control),
-        }
-    summary["backend"] = jax.default_backend()
-    summary["wall_time_s"] = time.perf_counter() - started
-    summary["outputs"] = outputs
+    summary = {"case": case.name, "description": case.description, "model": config["model"]["kind"],
+               **run.summary(), "backend": jax.default_backend(), "wall_time_s": time.perf_counter() - started,
+               "outputs": outputs}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if rmse_b is not None:
-        say(f"  rmse background {rmse_b:.4g} -> analysis {rmse_a:.4g}")
-    say(f"  {'converged' if solution.converged else 'stopped (' + solution.outcome + ')'} after {iterations} iterations; cost "
-        f"{costs[0]:.4g} -> {costs[-1]:.4g}; wrote {', '.join(outputs)} to {out}/ in "
-        f"{summary['wall_time_s']:.1f} s")
+    for line in run.closing_lines(summary):
+        say(line)
+    say(f"  wrote {', '.join(outputs)} to {out}/ in {summary['wall_time_s']:.1f} s")
     return summary
-
-
-def _write_analysis(path, problem: Problem, states, times, estimating, analysis_control, equivalents) -> None:
-    long = {"truth": "true state", "background": "background (first-guess) state", "analysis": "analysis state"}
-    names = tuple(states)
-    fields = {}
-    if estimating is not None:
-        controls = {"truth": problem.truth_control, "background": problem.background_control, "analysis": analysis_control}
-        for name, field in controls.items():
-            if field is not None:
-                fields[f"{estimating}_{name}"] = (field, {"long_name": f"{name} {estimating}", "units": "1"})
-    ds = io.trajectory_to_dataset(
-        problem.grid, tuple(states[n] for n in names), times, names=names, long_names=tuple(long[n] for n in names),
-        units=("1",) * len(names), fields=fields,
-        attrs={"title": f"diffphys run: {problem.case.name}", "case": problem.case.name,
-               "description": problem.case.description},
-    )
-    io.write_netcdf(ds, path)
-    sigma = np.where(np.isfinite(problem.observations), problem.sigma, np.nan)
-    obs = io.observations_to_dataset(problem.schedule, problem.observations, sigma, extra=equivalents)
-    io.write_netcdf(obs, path, group="observations", mode="a")
-
-
-def _write_plots(out, problem: Problem, states, estimating, analysis_control, equivalents, costs) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
-
-    grid, schedule = problem.grid, problem.schedule
-    sensors = schedule.operators[0].locations
-    label = estimating or "u(x, 0)"
-    fields = {"analysis": analysis_control, "background": problem.background_control, "truth": problem.truth_control}
-    table = io.observations_to_dataset(schedule, problem.observations, extra=equivalents)
-    if grid.ndim == 1:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
-        plot_analysis_1d(axes[0], grid, sensors=sensors, label=label, **fields)
-        fit_ax = axes[1]
-    elif problem.truth_control is not None:  # truth, background, analysis / error, fit to observations
-        fig = plt.figure(figsize=(14, 8), constrained_layout=True)
-        layout = fig.add_gridspec(2, 3)
-        panels = [fig.add_subplot(layout[0, i]) for i in range(3)] + [fig.add_subplot(layout[1, 0])]
-        plot_analysis_2d(panels, grid, sensors=sensors, label=label, **fields)
-        fit_ax = fig.add_subplot(layout[1, 1:])
-    else:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-        plot_analysis_2d(axes[:2], grid, sensors=sensors, label=label, **fields)
-        fit_ax = axes[2]
-    plot_observation_fit(fit_ax, table["time"].values, table["value"].values, table["background"].values,
-                         table["analysis"].values)
-    fig.suptitle(f"{problem.case.name}: {problem.case.description}", fontsize="medium")
-    fig.savefig(out / "analysis.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), constrained_layout=True)
-    plot_cost(ax, costs)
-    fig.savefig(out / "cost.png", dpi=100)
-    plt.close(fig)

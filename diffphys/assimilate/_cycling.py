@@ -35,6 +35,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._rollout import rollout
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ._fourdvar import StrongConstraint4DVar
+from .._solution import result_name
 from ..solvers import Converged, GaussNewton
 from ._gauss_newton import FOURDVAR_MODE, gauss_newton
 
@@ -133,7 +134,9 @@ class CycledAnalysis(eqx.Module):
     - ``background``: $x^b_k$ and ``analysis``: $x^a_k$, at the window's start (the analysis is the
       smoother estimate there); ``filter_analysis``: $M_{0\\to L}(x^a_k)$ and ``forecast``:
       $M_{0\\to L}(x^b_k)$, at the window's end.
-    - ``iterations``, ``converged``, ``cost_initial``, ``cost_final``: each window's Gauss–Newton record.
+    - ``iterations``, ``converged``, ``cost_initial``, ``cost_final``: each window's Gauss–Newton record;
+      ``results``: each window's :class:`~diffphys.RESULTS` name (``"successful"``,
+      ``"max_steps_reached"``, ...).
     """
 
     background: Float[Array, "K *state"]
@@ -144,6 +147,7 @@ class CycledAnalysis(eqx.Module):
     converged: Bool[Array, " K"]
     cost_initial: Float[Array, " K"]
     cost_final: Float[Array, " K"]
+    results: tuple[str, ...] = eqx.field(static=True)
 
     def rmse(self, twin: CycledTwin, spin_up: int = 0) -> dict[str, float]:
         """Time-averaged RMSE against a twin's truth, over the windows after the first ``spin_up``.
@@ -180,7 +184,8 @@ def _window(model, schedule, R, B, solver, mode, shift, background, observations
     forecast = rollout(model, background, length, check_finite=False)[-1]
     k = solution.stats["num_steps"]
     costs = solution.stats["history"]["cost"]
-    return (x_a, analysis_path[-1], forecast, k, solution.converged, costs[0], costs[k], analysis_path[0])
+    return (x_a, analysis_path[-1], forecast, k, solution.converged, costs[0], costs[k], solution.result,
+            analysis_path[0])
 
 
 def cycled_4dvar(
@@ -212,7 +217,8 @@ def cycled_4dvar(
       :class:`~diffphys.solvers.Converged`, default at most 20 iterations to a relative gradient of 1e-6).
     - ``shift``: $S$, steps between window starts, dividing $L$ (default $L$: consecutive windows).
     - ``progress``: ``progress(k, record)`` after window ``k`` with its record (background,
-      analysis, filter_analysis, forecast as NumPy arrays, iterations, converged, costs), e.g.
+      analysis, filter_analysis, forecast as NumPy arrays, iterations, converged, costs, and
+      ``result``: the window's :class:`~diffphys.RESULTS` name), e.g.
       to print progress.
 
     Each window's solve is compiled once and reused; the windows run one after another (each
@@ -237,8 +243,9 @@ def cycled_4dvar(
     keys = ("analysis", "filter_analysis", "forecast", "iterations", "converged", "cost_initial", "cost_final")
     rows = []
     for k in range(y.shape[0]):
-        *out, next_background = _window(model, schedule, R_window, B, solver, mode, shift, x_b, y[k])
-        record = {"background": np.asarray(x_b), **{key: np.asarray(o) for key, o in zip(keys, out)}}
+        *out, result, next_background = _window(model, schedule, R_window, B, solver, mode, shift, x_b, y[k])
+        record = {"background": np.asarray(x_b), **{key: np.asarray(o) for key, o in zip(keys, out)},
+                  "result": result_name(result)}
         if not np.isfinite(record["filter_analysis"]).all():
             raise FloatingPointError(
                 f"{name}: the analysis of window {k} is not finite (cost {record['cost_initial']:.3g} -> "
@@ -248,4 +255,5 @@ def cycled_4dvar(
         if progress is not None:
             progress(k, record)
         x_b = next_background
-    return CycledAnalysis(**{key: jnp.asarray(np.stack([r[key] for r in rows])) for key in rows[0]})
+    arrays = {key: jnp.asarray(np.stack([r[key] for r in rows])) for key in rows[0] if key != "result"}
+    return CycledAnalysis(**arrays, results=tuple(r["result"] for r in rows))
