@@ -29,8 +29,6 @@ IEEE Signal Process. Mag. 38 (2021) 18-44.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -42,9 +40,6 @@ from ..assimilate import StrongConstraint4DVar
 from ..observe import DiagonalR
 from ._corrected import CorrectedStepper
 from ._windows import ObservationWindows
-
-if TYPE_CHECKING:
-    from ._unrolled import UnrolledSolver
 
 __all__ = ["SOLVER_LOSSES", "observation_loss", "one_step_loss", "rollout_loss", "unrolled_solver_loss"]
 
@@ -101,7 +96,7 @@ def observation_loss(corrected, windows: ObservationWindows, v=None, idx=None, *
     return jnp.mean(costs) / windows.schedule.size
 
 
-def unrolled_solver_loss(unrolled: UnrolledSolver, problems, truths=None, *, loss: str = "supervised") -> jax.Array:
+def unrolled_solver_loss(unrolled: eqx.Module, problems, truths=None, *, loss: str = "supervised") -> jax.Array:
     r"""The training loss of a learned solver on a stacked batch of problems (see the module docstring).
 
     **Arguments:** ``unrolled``: an :class:`~diffphys.learn.UnrolledSolver`; ``problems``: problems
