@@ -102,10 +102,13 @@ def test_converged_solvers_reach_the_same_minimiser(problem):
         assert _relative(reference, exact) <= 1e-9
 
 
-@pytest.mark.parametrize("solver", [S.GaussNewton(globalization="none", damping=1e-2), S.Adam(learning_rate=0.05)],
-                         ids=["gauss_newton", "adam"])
-def test_converged_and_unrolled_modes_run_the_same_iteration(problem, solver):
-    _, p = problem
+MODE_CASES = [(name, "gauss_newton") for name in sorted(ZOO)] + [("lorenz96", "adam")]
+MODE_SOLVERS = {"gauss_newton": S.GaussNewton(globalization="none", damping=1e-2), "adam": S.Adam(learning_rate=0.05)}
+
+
+@pytest.mark.parametrize(("name", "solver_name"), MODE_CASES, ids=[f"{a}-{b}" for a, b in MODE_CASES])
+def test_converged_and_unrolled_modes_run_the_same_iteration(name, solver_name):
+    p, solver = ZOO[name](), MODE_SOLVERS[solver_name]
     k = 4
     converged = S.iterate(solver, p, mode=S.Converged(rtol=0.0, max_steps=k), throw=False)
     unrolled = S.iterate(solver, p, mode=S.Unrolled(k))
@@ -153,11 +156,11 @@ def test_implicit_and_unrolled_gradients_agree_and_match_finite_differences(name
     assert float(jnp.vdot(grad_i, direction)) == pytest.approx(fd, rel=1e-6, abs=1e-10)
 
 
-@pytest.mark.parametrize("adjoint_name", ["direct", "checkpointed-recursive"])
-def test_unrolled_adam_gradient_matches_finite_differences(adjoint_name):
+def test_unrolled_adam_gradient_matches_finite_differences():
     """A gradient method unrolled as layers (learnable step multipliers) is differentiable too."""
     p = ZOO["lorenz96"]()
-    adam = lambda q: S.iterate(S.Adam(learning_rate=0.05), q, mode=S.Unrolled(5), adjoint=ADJOINTS[adjoint_name]).value
+    adjoint = ADJOINTS["checkpointed-recursive"]
+    adam = lambda q: S.iterate(S.Adam(learning_rate=0.05), q, mode=S.Unrolled(5), adjoint=adjoint).value
     y = jnp.where(p.mask, p.observations, 0.0)
     grad = jax.jit(jax.grad(lambda obs: _loss_of_solution(p, adam, obs)))(y)
     direction = jnp.where(p.mask, jax.random.normal(jax.random.key(11), y.shape), 0.0)
