@@ -42,7 +42,7 @@ from .._solution import RESULTS
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
 
-__all__ = ["DampedStep", "GLOBALIZATIONS", "GaussNewton", "gauss_newton_direction"]
+__all__ = ["DampedStep", "GLOBALIZATIONS", "GaussNewton"]
 
 GLOBALIZATIONS = ("levenberg_marquardt", "line_search", "none")
 
@@ -61,20 +61,6 @@ class DampedStep(eqx.Module):
 
     log_damping: jax.Array
     step_length: jax.Array
-
-
-def gauss_newton_direction(residual, x, damping, inner: LinearSolver):
-    r"""One damped Gauss–Newton direction $\delta = -(J^\top J + \lambda I)^{-1} J^\top r$ at flat ``x``.
-
-    Returns ``(delta, r, gradient, J @ delta, cg_iterations)``. The solve is CG inside
-    ``lax.custom_linear_solve``: its derivative is transposed solves, not a pass through CG.
-    """
-    r, tangent = jax.linearize(residual, x)
-    adjoint = jax.linear_transpose(tangent, x)
-    gradient = adjoint(r)[0]
-    inner_solution = _damped_solve(tangent, adjoint, gradient, damping, inner)
-    delta = inner_solution.value
-    return delta, r, gradient, tangent(delta), inner_solution.stats["num_steps"]
 
 
 def _damped_solve(tangent, adjoint, gradient, damping, inner):
