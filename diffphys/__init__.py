@@ -10,6 +10,7 @@ from . import io as io
 from . import learn as learn
 from . import observe as observe
 from . import plot as plot
+from . import priors as priors
 from . import schemes as schemes
 from . import solvers as solvers
 from ._implicit import (
