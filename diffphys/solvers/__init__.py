@@ -6,7 +6,12 @@ from ._gauss_newton import DampedStep as DampedStep, GaussNewton as GaussNewton
 from ._iterate import iterate as iterate, stack_params as stack_params
 from ._mode import AbstractMode as AbstractMode, Converged as Converged, Unrolled as Unrolled
 from ._optax import LBFGS as LBFGS, AbstractOptaxSolver as AbstractOptaxSolver, Adam as Adam
-from ._problem import AbstractProblem as AbstractProblem, LeastSquares as LeastSquares
+from ._problem import (
+    AbstractProblem as AbstractProblem,
+    Composite as Composite,
+    LeastSquares as LeastSquares,
+    LinearLeastSquares as LinearLeastSquares,
+)
 from ._progress import (
     AbstractProgress as AbstractProgress,
     CallbackProgress as CallbackProgress,
