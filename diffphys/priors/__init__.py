@@ -1,3 +1,4 @@
 """Priors for composite problems: a value and a proximal map each (pure functions of arrays)."""
 
 from ._base import AbstractPrior as AbstractPrior
+from ._l1 import L1 as L1, soft_threshold as soft_threshold
