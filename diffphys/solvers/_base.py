@@ -53,6 +53,11 @@ class AbstractIterativeSolver(eqx.Module):
     def value(self, state) -> Any:
         """The current iterate (a pytree like the starting point)."""
 
+    def final_value(self, state, result: RESULTS) -> Any:
+        """What a converged run returns once it stops with ``result`` (default :meth:`value`; a solver
+        that tracks its best iterate returns that one when it stalled)."""
+        return self.value(state)
+
     @abc.abstractmethod
     def records(self, state) -> dict[str, jax.Array]:
         """Scalars recorded once per iteration at :meth:`value` (e.g. ``cost``, ``gradient_norm``)."""

@@ -161,7 +161,7 @@ def _converged(solver, problem, x0, mode: Converged, params, progress):
     carry = (state, jnp.asarray(0, jnp.int32), done, result, history)
     state, k, done, result, history = lax.while_loop(cond, body, carry)
     result = RESULTS.where(done, result, RESULTS.max_steps_reached)
-    return solver.value(state), result, k, history, state
+    return solver.final_value(state, result), result, k, history, state
 
 
 def _unrolled(solver, problem, x0, mode: Unrolled, params, adjoint, progress):
