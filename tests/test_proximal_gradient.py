@@ -168,7 +168,7 @@ def test_a_stalled_run_reports_it_and_keeps_the_best_iterate():
 
 
 def test_bad_inputs_are_refused_with_the_value_and_the_fix():
-    with pytest.raises(ValueError, match=r"lambda >= 0.*-0.1"):
+    with pytest.raises(ValueError, match=r"weight \(lambda\) must be finite and >= 0.*-0.1"):
         P.L1(-0.1)
     with pytest.raises(Exception, match=r"step_size=0.5 is not below 2/L"):
         # L = ||A||^2 ~ 5.8 here, so 2/L ~ 0.34.
