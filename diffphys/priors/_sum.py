@@ -8,8 +8,8 @@ unconstrained one clipped to the interval:
 $$\operatorname{prox}_{\gamma(f + \iota_{[\ell,u]})}(z) = \Pi_{[\ell,u]}\big(\operatorname{prox}_{\gamma f}(z)\big).$$
 
 Any other combination (two non-separable priors, a Gaussian plus an L1, TV plus a box, ...) has
-no closed-form prox: it is refused at construction, and the splitting solvers (ADMM,
-primal–dual) take such terms separately (``Sum.terms``).
+no closed-form prox: such a sum is a valid prior for the splitting solvers (ADMM, primal–dual),
+which take its terms separately (``Sum.terms``), and asking for its prox is an error that says so.
 
 Reference: Parikh & Boyd, "Proximal algorithms" (2014), §2.2 and §6.
 """
@@ -28,11 +28,13 @@ _SEPARABLE = (L1, ElasticNet)
 
 
 class Sum(AbstractPrior):
-    r"""$g = g_1 + \dots + g_k$; its prox is exact, so only exact combinations are accepted.
+    r"""$g = g_1 + \dots + g_k$: a prior for splitting solvers, with an exact prox where one is known.
 
-    Accepted: any single prior; or at most one separable prior (:class:`L1`,
-    :class:`ElasticNet`) plus at most one :class:`Box` (or :func:`NonNegative`), whose prox is
-    the box's clipping of the separable prox (see the module docstring). Nested sums are flattened.
+    The prox is exact (:attr:`has_exact_prox`) for a single prior, or at most one separable prior
+    (:class:`L1`, :class:`ElasticNet`) plus at most one :class:`Box` (or :func:`NonNegative`):
+    the box's clipping of the separable prox (see the module docstring). Other sums have no prox:
+    ADMM and the primal–dual solver split them into their terms; ISTA/FISTA refuse them. Nested
+    sums are flattened.
 
     **Arguments:** ``*priors``: the terms, each an :class:`AbstractPrior`.
 
@@ -49,18 +51,16 @@ class Sum(AbstractPrior):
             terms.extend(p.terms if isinstance(p, Sum) else (p,))
         if not terms:
             raise ValueError("Sum: give at least one prior, e.g. Sum(L1(0.1), NonNegative())")
-        if len(terms) > 1:
-            separable = [p for p in terms if isinstance(p, _SEPARABLE)]
-            boxes = [p for p in terms if isinstance(p, Box)]
-            if len(separable) > 1 or len(boxes) > 1 or len(separable) + len(boxes) != len(terms):
-                names = " + ".join(type(p).__name__ for p in terms)
-                raise ValueError(
-                    f"Sum: {names} is not a sum whose prox is known exactly. Sum accepts one prior, or one separable "
-                    "prior (L1 or ElasticNet; merge several into one, e.g. L1(w1 + w2)) plus one Box/NonNegative "
-                    "(intersect several boxes into one). Sums of non-separable priors are handled by splitting "
-                    "solvers (ADMM, primal-dual), which take the terms separately"
-                )
         self.terms = tuple(terms)
+
+    @property
+    def has_exact_prox(self) -> bool:
+        """Whether :meth:`prox` is known exactly (one term, or one separable prior plus one box)."""
+        if len(self.terms) == 1:
+            return True
+        separable = [p for p in self.terms if isinstance(p, _SEPARABLE)]
+        boxes = [p for p in self.terms if isinstance(p, Box)]
+        return len(separable) <= 1 and len(boxes) <= 1 and len(separable) + len(boxes) == len(self.terms)
 
     def check_control(self, x) -> None:
         for p in self.terms:
@@ -70,6 +70,14 @@ class Sum(AbstractPrior):
         return sum(p.value(x) for p in self.terms)
 
     def prox(self, z, step):
+        if not self.has_exact_prox:
+            names = " + ".join(type(p).__name__ for p in self.terms)
+            raise ValueError(
+                f"Sum: {names} has no exact prox. Sum has one for one prior, or one separable prior (L1 or "
+                "ElasticNet; merge several into one, e.g. L1(w1 + w2)) plus one Box/NonNegative (intersect "
+                "several boxes into one). Solve with a splitting solver (ADMM, PDHG), which takes the terms "
+                "separately"
+            )
         boxes = [p for p in self.terms if isinstance(p, Box)]
         rest = [p for p in self.terms if not isinstance(p, Box)]
         u = rest[0].prox(z, step) if rest else z

@@ -146,10 +146,17 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
         return ProximalStep(step_scale=jnp.asarray(1.0, dtype), weight_scale=jnp.asarray(1.0, dtype))
 
     def _check_problem(self, problem):
-        if problem.prior() is None:
+        prior = problem.prior()
+        if prior is None:
             raise ValueError(
                 f"{type(self).__name__} needs a prior (the non-smooth part): wrap the problem as "
                 f"Composite(problem, prior), e.g. Composite(problem, priors.L1(0.1))"
+            )
+        if not getattr(prior, "has_exact_prox", True):
+            raise ValueError(
+                f"{type(self).__name__} needs the prior's prox, and {type(prior).__name__} "
+                f"({' + '.join(type(t).__name__ for t in prior.terms)}) has none in closed form: "
+                f"use ADMM or PDHG, which split the sum into its terms"
             )
 
     def _base_step(self, problem, x0):
@@ -278,7 +285,7 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
     def value(self, state: _State):
         return state.x
 
-    def final_value(self, state: _State, result):
+    def implicit_point(self, state: _State, result):
         """The best iterate when the run stalled (the objective stopped improving), else the last."""
         stalled = result == RESULTS.no_decrease
         return jax.tree_util.tree_map(lambda b, x: jnp.where(stalled, b, x), state.best_x, state.x)
