@@ -28,6 +28,7 @@ from typing import Callable
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax import lax
@@ -71,11 +72,17 @@ def _with_implicit_derivative_jvp(primals, tangents, *, settings, spd, diagonal)
     def jacobian_x(v):
         return eqx.filter_jvp(lambda y: residual(y, theta), (x,), (v,))[1]
 
-    neg_dF = jtu.tree_map(jnp.negative, dF)
+    # Solve on one flat vector: a block of -dF that does not depend on the tangents (a residual
+    # block independent of theta) would be a constant right-hand side, which JAX's transpose of a
+    # linear solve refuses; concatenated with the rest it is part of one linear right-hand side.
+    neg_dF, unravel = jax.flatten_util.ravel_pytree(jtu.tree_map(jnp.negative, dF))
+    if diagonal is not None:
+        diagonal = jax.flatten_util.ravel_pytree(diagonal)[0]
     dx = solve_linear(
-        jacobian_x, neg_dF, settings, spd=spd, diagonal=diagonal, what="implicit-function-theorem solve"
+        lambda v: jax.flatten_util.ravel_pytree(jacobian_x(unravel(v)))[0], neg_dF, settings, spd=spd,
+        diagonal=diagonal, what="implicit-function-theorem solve",
     ).value
-    return out, dx
+    return out, unravel(dx)
 
 
 def implicit_solution(

@@ -11,39 +11,13 @@ import pytest
 
 from diffphys import priors as P
 from diffphys import solvers as S
+from reference import lasso_coordinate_descent, lasso_data
 
 M, N, LAM = 30, 60, 0.05
 
 
-def _lasso_data():
-    rng = np.random.default_rng(0)
-    A = rng.normal(size=(M, N)) / np.sqrt(M)
-    x_true = np.zeros(N)
-    x_true[rng.choice(N, 6, replace=False)] = rng.normal(size=6)
-    y = A @ x_true + 0.01 * rng.normal(size=M)
-    return A, y
-
-
-def _coordinate_descent(A, y, lam, sweeps=5000):
-    """Cyclic coordinate descent for ½‖Ax − y‖² + λ‖x‖₁ (Friedman et al. 2007): an independent algorithm."""
-    x = np.zeros(A.shape[1])
-    r = y.copy()
-    norms = np.sum(A**2, axis=0)
-    for _ in range(sweeps):
-        change = 0.0
-        for j in range(A.shape[1]):
-            rho = A[:, j] @ r + norms[j] * x[j]
-            new = np.sign(rho) * max(abs(rho) - lam, 0.0) / norms[j]
-            r += A[:, j] * (x[j] - new)
-            change = max(change, abs(new - x[j]))
-            x[j] = new
-        if change < 1e-15:
-            break
-    return x
-
-
-A, Y = _lasso_data()
-REFERENCE = _coordinate_descent(A, Y, LAM)
+A, Y = lasso_data(M, N)
+REFERENCE = lasso_coordinate_descent(A, Y, LAM)
 SUPPORT = np.abs(REFERENCE) > 0
 
 

@@ -1,6 +1,7 @@
 """The problem-agnostic iterative core: problems, solvers, one driver (converged or unrolled), results, progress."""
 
 from .._solution import RESULTS as RESULTS, Solution as Solution
+from ._admm import ADMM as ADMM, ADMMStep as ADMMStep
 from ._base import AbstractIterativeSolver as AbstractIterativeSolver
 from ._gauss_newton import DampedStep as DampedStep, GaussNewton as GaussNewton
 from ._iterate import iterate as iterate, stack_params as stack_params
