@@ -32,9 +32,9 @@ class RESULTS(eqx.Enumeration):
         "the step lengths, and that the model is stable (dt) for these controls"
     )
     no_decrease = (
-        "no step lowered the objective (the solve stalled): either the iterate is already optimal to "
-        "round-off, or the search direction is not a descent direction (inexact inner solve); loosen the "
-        "tolerance or tighten the inner solve"
+        "the objective stopped decreasing (the solve stalled; with throw=False the best iterate is "
+        "returned): either the iterate is already optimal to round-off (loosen the tolerance), or the steps "
+        "do not descend (an inexact inner solve: tighten it; too long a step: shorten it)"
     )
     linear_solve_failed = (
         "an inner linear solve did not converge; raise its max_steps, loosen its rtol, or precondition it"

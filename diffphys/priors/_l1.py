@@ -10,10 +10,10 @@ Reference: D. L. Donoho, "De-noising by soft-thresholding", IEEE Trans. Inf. The
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._base import AbstractPrior
+from ._checks import check_entrywise_shape, nonnegative_weight
 
 __all__ = ["L1", "soft_threshold"]
 
@@ -33,18 +33,11 @@ class L1(AbstractPrior):
     weight: Float[ArrayLike, "..."]
 
     def __init__(self, weight: Float[ArrayLike, "..."]):
-        w = np.asarray(weight) if not hasattr(weight, "aval") else None
-        if w is not None:
-            if not np.issubdtype(w.dtype, np.number) or not np.all(np.isfinite(w)) or np.any(w < 0):
-                raise ValueError(f"L1: weight must be finite and >= 0 (lambda >= 0), got {weight!r}")
-        self.weight = jnp.asarray(weight, dtype=float)
+        self.weight = nonnegative_weight("L1", "weight (lambda)", weight)
 
     def check_control(self, x) -> None:
         super().check_control(x)
-        if self.weight.ndim and self.weight.shape != jnp.shape(x):
-            raise ValueError(
-                f"L1: a per-entry weight must have the control's shape {jnp.shape(x)}, got {self.weight.shape}"
-            )
+        check_entrywise_shape("L1", "weight", self.weight, x)
 
     def value(self, x):
         return jnp.sum(self.weight * jnp.abs(x))

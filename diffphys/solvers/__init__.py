@@ -7,6 +7,12 @@ from ._gauss_newton import DampedStep as DampedStep, GaussNewton as GaussNewton
 from ._iterate import iterate as iterate, stack_params as stack_params
 from ._mode import AbstractMode as AbstractMode, Converged as Converged, Unrolled as Unrolled
 from ._optax import LBFGS as LBFGS, AbstractOptaxSolver as AbstractOptaxSolver, Adam as Adam
+from ._proximal_gradient import (
+    FISTA as FISTA,
+    ISTA as ISTA,
+    ProximalStep as ProximalStep,
+    lipschitz_estimate as lipschitz_estimate,
+)
 from ._problem import (
     AbstractProblem as AbstractProblem,
     Composite as Composite,

@@ -53,13 +53,29 @@ class AbstractIterativeSolver(eqx.Module):
     def value(self, state) -> Any:
         """The current iterate (a pytree like the starting point)."""
 
+    def implicit_point(self, state, result: RESULTS) -> Any:
+        """Where a converged run stopped with ``result``: the variables of :meth:`optimality_residual`.
+
+        Default :meth:`value` (the iterate $x$). A solver that keeps its best iterate returns that
+        one when it stalled; a splitting method returns $x$ with its dual variables, since its
+        optimality condition needs them.
+        """
+        return self.value(state)
+
+    def point_value(self, point) -> Any:
+        """The solution $x$ within an :meth:`implicit_point` (default: the point itself)."""
+        return point
+
     @abc.abstractmethod
     def records(self, state) -> dict[str, jax.Array]:
         """Scalars recorded once per iteration at :meth:`value` (e.g. ``cost``, ``gradient_norm``)."""
 
     @abc.abstractmethod
     def optimality_residual(self, problem: AbstractProblem, x, params) -> Any:
-        """A pytree shaped like ``x`` that is zero exactly at a solution (gradient, KKT or fixed-point residual)."""
+        """A pytree shaped like ``x`` (an :meth:`implicit_point`) that is zero exactly at a solution.
+
+        A gradient, a KKT or a fixed-point residual; its Jacobian in ``x`` must be invertible there.
+        """
 
     def check_problem(self, problem: AbstractProblem, x0) -> None:
         """Raise ``TypeError``/``ValueError`` when this solver cannot run ``problem`` (default: accept any).

@@ -4,7 +4,7 @@ r"""One driver for every iterative solver: converged (to a tolerance) or unrolle
   solver's ``terminate`` says done or ``max_steps`` is reached. The loop itself is never
   differentiated: with the :class:`~diffphys.adjoint.Implicit` adjoint the solution $x^*$ gets
   derivatives from its optimality condition $F(x^*, \theta) = 0$ (the solver's
-  ``optimality_residual``),
+  ``optimality_residual``; splitting methods state it on $x$ and their dual variables),
   $\bar\theta = -(\partial_\theta F)^\top(\partial_x F)^{-\top}\bar x$: one linear solve, memory
   independent of the iteration count.
 * :class:`~diffphys.solvers.Unrolled`: exactly $K$ calls of ``step`` in a scan, layer $k$ with
@@ -120,17 +120,19 @@ def _iterate(solver, problem, x0, mode, params, adjoint, progress, throw):
         x, result, k, history, state = _unrolled(solver, problem, x0, mode, params, adjoint, progress)
     else:
         # The loop is not differentiated: derivatives come from the optimality condition below.
-        x, result, k, history, state = _converged(
+        result, k, history, state = _converged(
             solver, stop_gradient(problem), lax.stop_gradient(x0), mode, stop_gradient(params), progress
         )
 
-        def condition(y, theta):
+        def condition(point, theta):
             prob, par = theta
-            return solver.optimality_residual(prob, y, par)
+            return solver.optimality_residual(prob, point, par)
 
-        x = implicit_solution(
-            condition, x, (problem, params), linear_solver=adjoint.linear_solver, spd=solver.symmetric_optimality
+        point = implicit_solution(
+            condition, solver.implicit_point(state, result), (problem, params),
+            linear_solver=adjoint.linear_solver, spd=solver.symmetric_optimality,
         )
+        x = solver.point_value(point)
     result = nonfinite_to_result(x, result)
     if throw:
         x = throw_if_failed(x, result)
@@ -162,7 +164,7 @@ def _converged(solver, problem, x0, mode: Converged, params, progress):
     carry = (state, jnp.asarray(0, jnp.int32), done, result, history)
     state, k, done, result, history = lax.while_loop(cond, body, carry)
     result = RESULTS.where(done, result, RESULTS.max_steps_reached)
-    return solver.value(state), result, k, history, state
+    return result, k, history, state
 
 
 def _unrolled(solver, problem, x0, mode: Unrolled, params, adjoint, progress):
