@@ -237,7 +237,7 @@ def test_bad_input():
         S.iterate(S.AMP(), S.Composite(S.LinearLeastSquares(jnp.asarray(A), y), Box()))
     with pytest.raises(TypeError, match="must be LinearLeastSquares"):
         S.iterate(S.AMP(), S.LeastSquares(lambda x, t: x - 1.0, jnp.zeros(3)))
-    with pytest.raises(ValueError, match="lambda >= 0"):
+    with pytest.raises(ValueError, match=r"weight \(lambda\) must be finite and >= 0"):
         _lasso_problem(-0.1)
     with pytest.raises(ValueError, match="has no prior"):
         S.iterate(S.AMP(threshold_rule="lasso"), S.LinearLeastSquares(jnp.asarray(A), y))
