@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_steppers.py"
 
 
@@ -108,3 +110,29 @@ def test_bench_adjoint_quick(tmp_path):
         # memory ordering from XLA's analysis (not a timing): checkpointing stores fewer states
         assert by["recursive"]["gradient_temp_bytes"] < by["direct"]["gradient_temp_bytes"]
         assert by["block"]["gradient_temp_bytes"] < by["direct"]["gradient_temp_bytes"]
+
+
+def test_bench_compressed_sensing_quick(tmp_path):
+    """The compressed-sensing benchmark runs: NumPy, the JAX loop and diffphys's AMP agree; the state evolution table is written."""
+    script = SCRIPT.parent / "bench_compressed_sensing.py"
+    out = tmp_path / "cs.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Iterations to -35 dB" in proc.stdout and "state evolution vs measured" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["agreement"]["passed"] is True
+    assert result["setup"]["rng"].startswith("numpy.random.RandomState") and result["setup"]["seed"] == 1
+    rows = {r["method"]: r for r in result["iterations_to_target"]}
+    assert set(rows) == {"ISTA", "FISTA", "AMP"}
+    assert rows["AMP"]["published"] == 25 and "nmse_db" in rows["AMP"]["diffphys"]
+    for impl in ("numpy", "jax_loop"):
+        for r in rows.values():
+            assert len(r[impl]["nmse_db"]) >= 1 and r[impl]["nmse_db"][0] < 0
+    # diffphys's AMP follows the same iterates as the references, so the same NMSE curve
+    assert rows["AMP"]["diffphys"]["nmse_db"] == pytest.approx(rows["AMP"]["jax_loop"]["nmse_db"], abs=1e-9)
+    se = result["state_evolution"]
+    assert len(se["gap_db"]) == se["iterations"] and len(se["large"]["gap_db"]) == se["iterations"]
+    assert all(_positive(t["numpy_s"]) and _positive(t["jax_loop_s"]) for t in result["timing"])

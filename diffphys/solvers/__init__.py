@@ -2,6 +2,7 @@
 
 from .._solution import RESULTS as RESULTS, Solution as Solution
 from ._admm import ADMM as ADMM, ADMMStep as ADMMStep
+from ._amp import AMP as AMP
 from ._base import AbstractIterativeSolver as AbstractIterativeSolver
 from ._gauss_newton import DampedStep as DampedStep, GaussNewton as GaussNewton
 from ._iterate import iterate as iterate, stack_params as stack_params
@@ -23,4 +24,9 @@ from ._progress import (
     AbstractProgress as AbstractProgress,
     CallbackProgress as CallbackProgress,
     PrintProgress as PrintProgress,
+)
+from ._state_evolution import (
+    StateEvolution as StateEvolution,
+    amp_state_evolution as amp_state_evolution,
+    soft_threshold_mse as soft_threshold_mse,
 )

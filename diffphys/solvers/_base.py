@@ -77,6 +77,14 @@ class AbstractIterativeSolver(eqx.Module):
         A gradient, a KKT or a fixed-point residual; its Jacobian in ``x`` must be invertible there.
         """
 
+    def check_problem(self, problem: AbstractProblem, x0) -> None:
+        """Raise ``TypeError``/``ValueError`` when this solver cannot run ``problem`` (default: accept any).
+
+        :func:`~diffphys.solvers.iterate` calls it before compiling, so checks that read array values
+        (e.g. a matrix's normalisation) can name the offending value; under an outer transformation
+        the arrays may be tracers, and such value checks are skipped.
+        """
+
     @property
     def unrollable(self) -> bool:
         """Whether :meth:`step` is reverse-mode differentiable (no data-dependent loops), as unrolled mode needs."""
