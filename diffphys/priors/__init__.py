@@ -1,6 +1,6 @@
 """Priors for composite problems: a value and a proximal map each (pure functions of arrays)."""
 
-from ._base import AbstractPrior as AbstractPrior
+from ._base import AbstractAnalysisPrior as AbstractAnalysisPrior, AbstractPrior as AbstractPrior
 from ._box import Box as Box, NonNegative as NonNegative
 from ._elastic_net import ElasticNet as ElasticNet
 from ._gaussian import Gaussian as Gaussian

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["AbstractPrior"]
+__all__ = ["AbstractAnalysisPrior", "AbstractPrior"]
 
 
 class AbstractPrior(eqx.Module):
@@ -50,3 +50,30 @@ class AbstractPrior(eqx.Module):
                 f"{type(self).__name__} acts on one floating-point array; the control is "
                 f"{type(x).__name__}: put the prior on an array-valued control"
             )
+
+
+class AbstractAnalysisPrior(AbstractPrior):
+    r"""A prior $g(x) = h(Kx)$ with $K$ linear and $h$ prox-friendly (TV: $K$ the discrete gradient).
+
+    Primal–dual solvers never need $\operatorname{prox}_g$ (for TV an inner iteration): they use
+    $K$, $K^\top$ and the prox of the convex conjugate $h^*$, which for a norm
+    $h = \lambda\|\cdot\|$ is the projection onto the dual-norm ball of radius $\lambda$.
+    Reference: A. Chambolle, T. Pock, "A first-order primal-dual algorithm for convex problems with
+    applications to imaging", J. Math. Imaging Vis. 40 (2011) 120-145.
+    """
+
+    @abc.abstractmethod
+    def operator(self, x):
+        """$K x$."""
+
+    @abc.abstractmethod
+    def operator_transpose(self, p):
+        r"""$K^\top p$ (exact adjoint of :meth:`operator`)."""
+
+    @abc.abstractmethod
+    def operator_norm_squared(self) -> float:
+        r"""An upper bound on $\|K\|_2^2$ (e.g. 4 for 1D forward differences, 8 in 2D)."""
+
+    @abc.abstractmethod
+    def conjugate_prox(self, p, step):
+        r"""$\operatorname{prox}_{\sigma h^*}(p)$ with $\sigma$ = ``step`` (Moreau: $p - \sigma\operatorname{prox}_{h/\sigma}(p/\sigma)$)."""

@@ -8,6 +8,7 @@ from ._gauss_newton import DampedStep as DampedStep, GaussNewton as GaussNewton
 from ._iterate import iterate as iterate, stack_params as stack_params
 from ._mode import AbstractMode as AbstractMode, Converged as Converged, Unrolled as Unrolled
 from ._optax import LBFGS as LBFGS, AbstractOptaxSolver as AbstractOptaxSolver, Adam as Adam
+from ._primal_dual import PDHG as PDHG, PrimalDualStep as PrimalDualStep
 from ._proximal_gradient import (
     FISTA as FISTA,
     ISTA as ISTA,

@@ -118,7 +118,7 @@ class ADMM(AbstractIterativeSolver):
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(x0), float)
         return ADMMStep(penalty_scale=jnp.asarray(1.0, dtype), weight_scale=jnp.asarray(1.0, dtype))
 
-    def _check_problem(self, problem):
+    def check_problem(self, problem, x0) -> None:
         if problem.prior() is None:
             raise ValueError(
                 "ADMM needs a prior (the non-smooth part): wrap the problem as Composite(problem, prior), "
@@ -126,7 +126,6 @@ class ADMM(AbstractIterativeSolver):
             )
 
     def init(self, problem, x0, params: ADMMStep) -> _State:
-        self._check_problem(problem)
         terms = prior_terms(problem)
         x0 = jax.tree_util.tree_map(jnp.asarray, x0)
         if self.penalty is None:

@@ -45,7 +45,7 @@ from ._base import AbstractIterativeSolver
 from ._mode import Converged
 from ._problem import AbstractProblem
 
-__all__ = ["FISTA", "ISTA", "ProximalStep", "lipschitz_estimate"]
+__all__ = ["FISTA", "ISTA", "ProximalStep", "gradient_mapping_residual", "lipschitz_estimate"]
 
 
 def lipschitz_estimate(problem: AbstractProblem, x, iterations: int = 100) -> jax.Array:
@@ -72,6 +72,19 @@ def lipschitz_estimate(problem: AbstractProblem, x, iterations: int = 100) -> ja
 
     v = lax.fori_loop(0, iterations, body, v)
     return lax.stop_gradient(jnp.vdot(v, normal(v)))
+
+
+def gradient_mapping_residual(problem: AbstractProblem, x, power_iterations: int = 100):
+    r"""$x - \operatorname{prox}_{\alpha g}(x - \alpha\nabla f(x))$ with $\alpha = 1/L$ at ``x``: zero exactly at a minimiser.
+
+    The optimality condition of every method whose prior has a prox (proximal gradient, and the
+    splitting methods when the prior is not split); $\alpha$ is held constant (stopped gradient:
+    it does not move the zero set) and $1/L$ keeps the implicit derivative's system well scaled.
+    """
+    alpha = 1.0 / lipschitz_estimate(problem, x, power_iterations)
+    gradient = jax.grad(problem.cost)(x)
+    z = jax.tree_util.tree_map(lambda a, g: a - alpha * g, x, gradient)
+    return jax.tree_util.tree_map(jnp.subtract, x, _prox(problem, z, alpha))
 
 
 class ProximalStep(eqx.Module):
@@ -120,6 +133,7 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
     continuation_rate: float = 0.5
     power_iterations: int = 100
     patience: int = 50
+    restart: bool = True
     accelerated: ClassVar[bool] = False
 
     def __check_init__(self):
@@ -145,7 +159,7 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(x0), float)
         return ProximalStep(step_scale=jnp.asarray(1.0, dtype), weight_scale=jnp.asarray(1.0, dtype))
 
-    def _check_problem(self, problem):
+    def check_problem(self, problem, x0) -> None:
         prior = problem.prior()
         if prior is None:
             raise ValueError(
@@ -174,7 +188,6 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
         )
 
     def init(self, problem, x0, params: ProximalStep) -> _State:
-        self._check_problem(problem)
         x0 = jax.tree_util.tree_map(jnp.asarray, x0)
         step = self._base_step(problem, x0)
         smooth, gradient = jax.value_and_grad(problem.cost)(x0)
@@ -243,7 +256,7 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
             alpha = step * params.step_scale
             x = _prox(problem, jax.tree_util.tree_map(lambda a, g: a - alpha * g, y, gy), alpha * weight)
         optimality = jnp.sqrt(tree_squared_norm(jax.tree_util.tree_map(jnp.subtract, y, x))) / alpha
-        if self.accelerated:
+        if self.accelerated and self.restart:
             # Gradient restart: drop the momentum when it points uphill.
             uphill = tree_dot(jax.tree_util.tree_map(jnp.subtract, y, x),
                               jax.tree_util.tree_map(jnp.subtract, x, state.x)) > 0
@@ -303,10 +316,7 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
         not move the zero set) keeps the implicit derivative's linear system well scaled. The
         per-iteration weight scale is 1 here: a converged solve solves the problem as stated.
         """
-        alpha = 1.0 / lipschitz_estimate(problem, x, self.power_iterations)
-        gradient = jax.grad(problem.cost)(x)
-        z = jax.tree_util.tree_map(lambda a, g: a - alpha * g, x, gradient)
-        return jax.tree_util.tree_map(jnp.subtract, x, _prox(problem, z, alpha))
+        return gradient_mapping_residual(problem, x, self.power_iterations)
 
 
 class ISTA(_AbstractProximalGradient):
@@ -338,8 +348,9 @@ class ISTA(_AbstractProximalGradient):
 class FISTA(_AbstractProximalGradient):
     r"""ISTA with Nesterov momentum and adaptive (gradient) restart; $O(1/k^2)$ convergence.
 
-    Same arguments as :class:`ISTA`. The objective is not monotone (the restart keeps it close);
-    the best iterate is kept if a run stalls.
+    Same arguments as :class:`ISTA`, and ``restart`` (default ``True``): the adaptive gradient
+    restart; ``False`` gives Beck & Teboulle's original FISTA. The objective is not monotone (the
+    restart keeps it close); the best iterate is kept if a run stalls.
     """
 
     name: ClassVar[str] = "fista"
