@@ -190,7 +190,7 @@ def test_tv2d_anisotropic_equals_the_dual_qp_and_tv1d_on_a_row():
 def test_tv2d_isotropic_equals_slsqp():
     """Agreement 1e-7: SLSQP stalls at a duality gap of ≲1e-8 and ours stops at a dual residual of 1e-10
     (the √(2·gap) bounds, ~1e-4, are very pessimistic: the errors are first order in the gap on flat
-    regions); the objectives agree to 1e-9."""
+    regions); our objective is at most the reference's + 1e-9 (often below it: SLSQP's is the looser)."""
     prior = TV2D(1.0, isotropic=True)
     for t in (0.3, 1.0):
         z = _image()
@@ -199,7 +199,7 @@ def test_tv2d_isotropic_equals_slsqp():
         ref, ref_gap = _slsqp_iso_prox(z, t)
         assert ref_gap < 1e-6
         np.testing.assert_allclose(np.asarray(solution.value), ref, atol=1e-7)
-        assert _objective(solution.value, z, t, True) == pytest.approx(_objective(ref, z, t, True), abs=1e-9)
+        assert _objective(solution.value, z, t, True) <= _objective(ref, z, t, True) + 1e-9
         assert float(TV2D(2.0).value(jnp.asarray(z))) == pytest.approx(2 * _objective(z, z, 1.0, True), rel=1e-13)
 
 
