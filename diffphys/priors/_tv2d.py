@@ -104,7 +104,10 @@ class TV2D(AbstractPrior):
     - ``isotropic``: $\|Du\|_2$ per pixel (default) or $\|Du\|_1$ (anisotropic).
     - ``tolerance``: stop when the dual fixed-point residual $\|T(y) - y\|_\infty \le$
       ``tolerance``; ``None`` (default) gives 1e-10 in float64 and 1e-5 in float32.
-    - ``max_steps``: FGP iteration budget (default 20 000).
+    - ``max_steps``: FGP iteration budget (default 100 000). Measured at the default float64
+      tolerance on piecewise-constant images plus noise (t = 0.2): isotropic 4 300 steps at 64²
+      and 45 000 at 128², anisotropic under 1 000 — the isotropic dual (round constraint sets)
+      converges much more slowly; loosen ``tolerance`` for large images or inner solves.
     - ``linear_solver``: the :class:`~diffphys.LinearSolver` of the derivative (BiCGStab by default;
       see the module docstring).
     - ``throw``: raise at run time when the budget is spent before the tolerance (default), or when
@@ -124,7 +127,7 @@ class TV2D(AbstractPrior):
         weight: Scalar,
         isotropic: bool = True,
         tolerance: float | None = None,
-        max_steps: int = 20_000,
+        max_steps: int = 100_000,
         linear_solver: LinearSolver = LinearSolver(method="bicgstab"),
         throw: bool = True,
     ):
