@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/bench_steppers.py and bench_adjoint.py: they run (--quick) and write well-formed JSON.
+"""Smoke tests of the benchmarks (bench_steppers, bench_implicit, bench_adjoint, bench_tv_prox): they run (--quick) and write well-formed JSON.
 
 Timings are never asserted (tests never assert wall-clock times); only the structure of the
 results and the agreement of diffphys with the benchmark's hand-written reference numerics.
@@ -136,3 +136,26 @@ def test_bench_compressed_sensing_quick(tmp_path):
     se = result["state_evolution"]
     assert len(se["gap_db"]) == se["iterations"] and len(se["large"]["gap_db"]) == se["iterations"]
     assert all(_positive(t["numpy_s"]) and _positive(t["jax_loop_s"]) for t in result["timing"])
+
+
+def test_bench_tv_prox_quick(tmp_path):
+    """The TV prox benchmark runs: the exact 1D prox meets 1e-10 against BVLS; the 2D curve is well formed
+    (pyproximal, an optional peer, is reported as 'not installed' when absent)."""
+    out = tmp_path / "tv.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench_tv_prox.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| n | segments | max error |" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["goal_1d_error_met"] is True
+    assert all(_positive(r["seconds"]) and r["max_error"] <= 1e-10 for r in result["one_d"])
+    two_d = result["two_d"]
+    assert two_d["reference"]["converged"] and two_d["reference"]["duality_gap"] < 1e-8
+    gaps = [c["gap"] for c in two_d["curves"]["diffphys"]]
+    assert all(_positive(c["seconds"]) for c in two_d["curves"]["diffphys"]) and gaps[-1] < gaps[0]
+    if two_d["pyproximal"] == "not installed":
+        assert two_d["curves"]["pyproximal"] is None
+    else:
+        assert all(_positive(c["seconds"]) for c in two_d["curves"]["pyproximal"])
