@@ -51,7 +51,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._types import Scalar
-from ._base import AbstractPrior
+from ._base import AbstractAnalysisPrior
 
 __all__ = ["TV1D", "tv1d_prox"]
 
@@ -179,7 +179,7 @@ def _threshold(weight, step, dtype):
     return jnp.asarray(step, dtype) * jnp.asarray(weight, dtype)
 
 
-class TV1D(AbstractPrior):
+class TV1D(AbstractAnalysisPrior):
     r"""Total variation of a 1D signal: $g(x) = \lambda\sum_i |x_{i+1} - x_i|$.
 
     ``prox`` is exact (Condat's direct algorithm) and differentiable in the input, the step and the
@@ -207,3 +207,18 @@ class TV1D(AbstractPrior):
 
     def prox(self, z: Float[Array, " n"], step) -> Float[Array, " n"]:
         return tv1d_prox(z, _threshold(self.weight, step, z.dtype))
+
+    def operator(self, x: Float[Array, " n"]) -> Float[Array, " n-1"]:
+        """Forward differences $(Dx)_i = x_{i+1} - x_i$."""
+        return jnp.diff(x)
+
+    def operator_transpose(self, p: Float[Array, " n-1"]) -> Float[Array, " n"]:
+        r"""$D^\top p$: $(D^\top p)_i = p_{i-1} - p_i$ (zero outside)."""
+        return jnp.pad(p, (1, 0)) - jnp.pad(p, (0, 1))
+
+    def operator_norm_squared(self) -> float:
+        return 4.0
+
+    def conjugate_prox(self, p, step):
+        """The projection onto $|p_i| \le \lambda$ (the conjugate of $\lambda\|\cdot\|_1$ is its indicator)."""
+        return jnp.clip(p, -self.weight, self.weight)

@@ -55,7 +55,7 @@ from .._linear_solve import LinearSolver
 from .._misc import stop_gradient
 from .._solution import RESULTS, Solution
 from .._types import Scalar
-from ._base import AbstractPrior
+from ._base import AbstractAnalysisPrior
 from ._tv1d import _check_weight
 
 __all__ = ["TV2D", "gradient_2d", "gradient_2d_adjoint"]
@@ -92,7 +92,7 @@ def _project(p, isotropic: bool):
     return jnp.clip(p, -1.0, 1.0)
 
 
-class TV2D(AbstractPrior):
+class TV2D(AbstractAnalysisPrior):
     r"""Total variation of a 2D field, isotropic or anisotropic, with a dual (FGP) prox.
 
     See the module docstring for the definition, the algorithm, its stopping rule and how
@@ -166,6 +166,19 @@ class TV2D(AbstractPrior):
 
     def value(self, x: Float[Array, "n0 n1"]) -> Array:
         return self.weight * jnp.sum(_pointwise_norm(gradient_2d(x), self.isotropic))
+
+    def operator(self, x: Float[Array, "n0 n1"]) -> Float[Array, "2 n0 n1"]:
+        return gradient_2d(x)
+
+    def operator_transpose(self, p: Float[Array, "2 n0 n1"]) -> Float[Array, "n0 n1"]:
+        return gradient_2d_adjoint(p)
+
+    def operator_norm_squared(self) -> float:
+        return 8.0
+
+    def conjugate_prox(self, p, step):
+        """The projection onto the dual ball of radius $\lambda$: pointwise discs (isotropic) or a box."""
+        return self.weight * _project(p / jnp.where(self.weight > 0, self.weight, 1.0), self.isotropic)
 
     def _map(self, p, z, t):
         """The dual fixed-point map $T(p)$ (the projected gradient step); $t$ must be positive."""
