@@ -220,5 +220,5 @@ class TV1D(AbstractAnalysisPrior):
         return 4.0
 
     def conjugate_prox(self, p, step):
-        """The projection onto $|p_i| \le \lambda$ (the conjugate of $\lambda\|\cdot\|_1$ is its indicator)."""
+        r"""The projection onto $|p_i| \le \lambda$ (the conjugate of $\lambda\|\cdot\|_1$ is its indicator)."""
         return jnp.clip(p, -self.weight, self.weight)

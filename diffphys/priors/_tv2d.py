@@ -177,7 +177,7 @@ class TV2D(AbstractAnalysisPrior):
         return 8.0
 
     def conjugate_prox(self, p, step):
-        """The projection onto the dual ball of radius $\lambda$: pointwise discs (isotropic) or a box."""
+        r"""The projection onto the dual ball of radius $\lambda$: pointwise discs (isotropic) or a box."""
         return self.weight * _project(p / jnp.where(self.weight > 0, self.weight, 1.0), self.isotropic)
 
     def _map(self, p, z, t):
