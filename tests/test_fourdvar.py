@@ -91,6 +91,26 @@ def test_lbfgs_reaches_the_exact_posterior_mean_of_a_linear_gaussian_problem():
     assert np.all(np.diff(costs) <= 1e-12 * costs[0])  # monotone (line search)
 
 
+def test_without_B_the_control_is_the_field_and_the_cost_is_the_observation_misfit():
+    """B=None: no background term; the first guess is the starting point; a sparse source is recovered by FISTA."""
+    source = jnp.zeros(GRID.shape).at[6].set(3.0).at[17].set(2.0)
+    model = dp.Heat(GRID, 0.02, dt=1e-3, source=jnp.zeros(GRID.shape))
+    schedule = ob.ObservationSchedule.from_steps([10, 20, 30], ob.subsample(GRID, 2), dt=model.dt)
+    control = da.Parameter("source", jnp.zeros(GRID.shape), transform="identity")
+    truth_model = eqx.tree_at(lambda m: m.source, model, source)
+    twin = ob.twin_experiment(truth_model, jnp.zeros(GRID.shape), schedule, 1e-4, jax.random.key(3))
+    guess = jnp.full(GRID.shape, 0.1)
+    problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, None, guess, control)
+    np.testing.assert_array_equal(problem.zero_control(), guess)
+    np.testing.assert_array_equal(problem.residuals(guess), problem.observation_residuals(guess))
+    assert problem.residuals(guess).shape == (problem.n_observations,)
+    np.testing.assert_array_equal(problem.model_for(source).source, source)
+    composite = S.Composite(problem, dp.priors.Sum(dp.priors.L1(1e-4), dp.priors.NonNegative()))
+    estimate = S.iterate(S.FISTA(), composite, mode=S.Converged(rtol=1e-8, max_steps=5000)).value
+    assert np.flatnonzero(np.asarray(estimate) > 0.3).tolist() == [6, 17]
+    np.testing.assert_allclose(np.asarray(estimate)[[6, 17]], [3.0, 2.0], rtol=0.05)
+
+
 def test_assimilation_beats_the_background_and_reports_progress():
     problem, twin = _problem()
     seen = []

@@ -168,10 +168,11 @@ def check_observations(name: str, model, schedule, observations, R) -> Float[Arr
     return y
 
 
-def check_background(name: str, model, control, background, B):
+def check_background(name: str, model, control, background, B, *, allow_no_B: bool = False):
     """Validate the control, its background field(s) and covariance(s); return ``(control, background, B)``.
 
-    For a :class:`Joint` control, ``background`` and ``B`` are tuples with one entry per part.
+    For a :class:`Joint` control, ``background`` and ``B`` are tuples with one entry per part. With
+    ``allow_no_B``, a part's B may be ``None`` (no background term: a prior of another kind).
     """
     control = InitialState() if control is None else control
     if not isinstance(control, AbstractControl):
@@ -194,8 +195,9 @@ def check_background(name: str, model, control, background, B):
     checked = []
     for k, (b, cov) in enumerate(zip(backgrounds, covariances)):
         where = f" (part {k})" if joint else ""
-        if not isinstance(cov, AbstractCovariance):
-            raise TypeError(f"{name}: B{where} must be a covariance (e.g. DiffusionB), got {type(cov).__name__}")
+        if not isinstance(cov, AbstractCovariance) and not (allow_no_B and cov is None):
+            valid = "a covariance (e.g. DiffusionB) or None" if allow_no_B else "a covariance (e.g. DiffusionB)"
+            raise TypeError(f"{name}: B{where} must be {valid}, got {type(cov).__name__}")
         b = jnp.asarray(b, dtype=jnp.result_type(float))
         if b.shape != model.grid.shape:
             raise ValueError(
@@ -217,6 +219,11 @@ class StrongConstraint4DVar(AbstractProblem):
     :meth:`control` maps $v$ to the control field $z$ and :meth:`initial_state` /
     :meth:`model_for` to the analysis state or model. For a :class:`Joint` control, $v$, $z$,
     the background and B are tuples (state, parameters...).
+
+    With ``B=None`` there is no background term: $r(z) = m \odot R^{-1/2}(y - \mathcal H(M(z)))$,
+    the control *is* the field $z$ and ``background`` is only the first guess
+    (:meth:`zero_control`). That is the smooth part of a problem whose prior is not Gaussian
+    (sparsity, total variation): attach the prior with :class:`~diffphys.solvers.Composite`.
 
     **Arguments:**
 
@@ -246,7 +253,9 @@ class StrongConstraint4DVar(AbstractProblem):
     def __init__(self, model, schedule, observations, R, B, background, control=None, *, adjoint=Direct()):
         name = "StrongConstraint4DVar"
         y = check_observations(name, model, schedule, observations, R)
-        self.control_map, self.background, self.B = check_background(name, model, control, background, B)
+        self.control_map, self.background, self.B = check_background(
+            name, model, control, background, B, allow_no_B=True
+        )
         self.model, self.schedule, self.R = model, schedule, R
         self.mask = jnp.isfinite(y)
         self.observations = y
@@ -258,10 +267,10 @@ class StrongConstraint4DVar(AbstractProblem):
         return int(jnp.sum(self.mask))
 
     def control(self, v):
-        r"""$z = z_b + B^{1/2} v$ (part by part for a joint control)."""
+        r"""$z = z_b + B^{1/2} v$ (part by part for a joint control; $z = v$ for a part without B)."""
         if isinstance(self.control_map, Joint):
-            return tuple(zb + cov.sqrt(vp) for zb, cov, vp in zip(self.background, self.B, v))
-        return self.background + self.B.sqrt(v)
+            return tuple(_field(zb, cov, vp) for zb, cov, vp in zip(self.background, self.B, v))
+        return _field(self.background, self.B, v)
 
     def model_for(self, v) -> AbstractStepper:
         """The model at control increment ``v`` (differs from ``model`` only for a parameter control)."""
@@ -284,12 +293,25 @@ class StrongConstraint4DVar(AbstractProblem):
         return whitened_innovation(self, self.trajectory(v))
 
     def residuals(self, v) -> Float[Array, " n+N"]:
-        """The whitened residual vector $r(v) = (v, R^{-1/2}(y - H M z))$, flat."""
-        return jnp.concatenate([tree_ravel(v), self.observation_residuals(v)])
+        """The whitened residual vector $r(v) = (v, R^{-1/2}(y - H M z))$, flat (no $v$ for a part without B)."""
+        parts = v if isinstance(self.control_map, Joint) else (v,)
+        covariances = self.B if isinstance(self.control_map, Joint) else (self.B,)
+        background = [tree_ravel(vp) for vp, cov in zip(parts, covariances) if cov is not None]
+        return jnp.concatenate([*background, self.observation_residuals(v)])
 
     def zero_control(self):
-        """The control increment of the background, $v = 0$."""
-        return jax.tree_util.tree_map(jnp.zeros_like, self.background)
+        """The background's control: the increment $v = 0$, or the first guess for a part without B."""
+        if isinstance(self.control_map, Joint):
+            return tuple(_start(zb, cov) for zb, cov in zip(self.background, self.B))
+        return _start(self.background, self.B)
+
+
+def _field(background, B, v):
+    return v if B is None else background + B.sqrt(v)
+
+
+def _start(background, B):
+    return background if B is None else jax.tree_util.tree_map(jnp.zeros_like, background)
 
 
 def whitened_innovation(problem, trajectory) -> Float[Array, " N"]:
