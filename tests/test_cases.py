@@ -10,7 +10,8 @@ from diffphys import cases
 from diffphys._app.expression import ExpressionError, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN = ("advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity", "lorenz96-4dvar", "wave1d-initial")
+BUILTIN = ("advection2d-sparse", "heat1d-deblur-tv", "heat1d-sparse", "heat2d-diffusivity", "heat2d-source-l1",
+           "lorenz96-4dvar", "wave1d-initial")
 SINGLE_WINDOW = tuple(name for name in BUILTIN if name != "lorenz96-4dvar")
 
 
@@ -25,9 +26,9 @@ def test_builtin_cases_are_listed_and_shipped_identical_to_the_user_copies():
 
 @pytest.mark.parametrize("name", SINGLE_WINDOW)
 def test_every_builtin_case_loads_and_builds_at_reduced_size(name):
-    case = cases.load_case(name, ["grid.n=8" if name.endswith(("1d-sparse", "initial")) else "grid.n=[8, 8]"])
+    case = cases.load_case(name, ["grid.n=8" if "1d" in name else "grid.n=[8, 8]"])
     assert case.name == name and case.source.name == f"{name}.toml"
-    if name == "heat2d-diffusivity":
+    if name in ("heat2d-diffusivity", "heat2d-source-l1"):
         case = cases.load_case(name, ["grid.n=[8, 8]", "observations.stride=2", "observations.offset=1"])
     problem = cases.build_problem(case)
     assert problem.fourdvar.n_observations > 0 and problem.truth_control is not None
@@ -157,7 +158,9 @@ def _error(tmp_path, text, overrides=()):
         (None, ("observations.sigma=0",), r"\[observations\] sigma must be a number > 0 or a list of them \(one per sensor\), got 0"),
         (None, ("observations.sigma=[0.1, -0.1]",), r"\[observations\] sigma must be a number > 0"),
         (None, ("background.length_scale=-0.1",), r"\[background\] length_scale must be a number > 0, got -0\.1"),
-        (None, ("solver.method=newton",), r"\[solver\] method must be one of \['gauss_newton', 'lbfgs', 'adam'\], got 'newton'"),
+        (None, ("solver.method=newton",),
+         r"\[solver\] method must be one of \['gauss_newton', 'lbfgs', 'adam', 'ista', 'fista', 'admm', 'pdhg', 'amp'\], "
+         r"got 'newton'"),
         (None, ("model.kind=heta",), r"\[model\] kind must be one of \['heat', 'advection', 'wave', 'lorenz96', 'nonlinear_heat', 'advection_diffusion'\], got 'heta' \(did you mean 'heat'\?\)"),
         (None, ("grid.bc=neuman",), r"\[grid\] bc must be one of \['periodic', 'dirichlet', 'neumann'\], got 'neuman'"),
         (None, ("observations.missing_fraction=1.0",), r"missing_fraction must be a number >= 0 and < 1, got 1\.0"),
@@ -169,6 +172,26 @@ def _error(tmp_path, text, overrides=()):
         (None, ("observations.sensors=footprints",), r"\[observations\] radius is required for sensors = 'footprints'"),
         (None, ("control.kind=parameter", "control.parameter=speed", "background.first_guess=0.01"),
          r"\[control\] parameter must be one of \['kappa', 'source'\] for a heat model, got 'speed'"),
+        # Priors and the methods that go with them.
+        (None, ("prior.kind=laplace",), r"\[prior\] kind must be one of \['gaussian', 'l1', 'elastic_net', 'tv'\], got 'laplace'"),
+        (None, ("prior.kind=l1",), r"\[background\] sigma defines a Gaussian B, which does not combine with \[prior\] kind = 'l1'"),
+        (None, ("prior.kind=l1", "background.sigma=", "background.length_scale="), r"\[prior\] weight \(λ >= 0\) is required for kind 'l1'"),
+        (None, ("prior.kind=l1", "prior.weight=-1", "background.sigma=", "background.length_scale="),
+         r"\[prior\] weight must be a number >= 0, got -1"),
+        (None, ("prior.kind=l1", "prior.weight=0.1", "background.sigma=", "background.length_scale="),
+         r"\[solver\] method 'gauss_newton' minimises a smooth cost; the 'l1' prior is not smooth: use one of \['ista', 'fista', 'admm', 'pdhg'\]"),
+        (None, ("solver.method=fista",), r"method 'fista' is a proximal method: it needs a non-Gaussian \[prior\]"),
+        (None, ("solver.method=amp",), r"method 'amp' is not available for case files: approximate message passing needs a dense"),
+        (None, ("prior.weight=0.1",), r"\[prior\] weight does not apply to the gaussian prior"),
+        (None, ("prior.kind=tv", "prior.weight=0.1", "prior.nonnegative=true", "solver.method=fista", "background.sigma=",
+                "background.length_scale="), r"\[prior\] tv with bounds has no exact prox, which 'fista' needs; use 'admm' or 'pdhg'"),
+        (None, ("prior.kind=l1", "prior.weight=0.1", "solver.method=pdhg", "background.sigma=", "background.length_scale="),
+         r"method 'pdhg' is for the tv prior"),
+        (None, ("prior.kind=l1", "prior.weight=0.1", "prior.lower=1", "prior.upper=0", "solver.method=fista",
+                "background.sigma=", "background.length_scale="), r"the bounds are empty: lower = 1 > upper = 0"),
+        (None, ("prior.kind=l1", "prior.weight=0.1", "solver.method=fista", "background.sigma=", "background.length_scale=",
+                "control.kind=parameter", "control.parameter=source"), r"\[control\] transform must be 'identity' with \[prior\] kind = 'l1'"),
+        (None, ("background.sigma=",), r"\[background\] sigma is required with the gaussian prior"),
         # Cycled cases and the Lorenz-96 model.
         (None, ("cycling.shift=0.1",), r"\[cycling\] shift needs \[cycling\] cycles \(the number of windows\)"),
         (None, ("cycling.cycles=3", "solver.method=lbfgs"), r"\[solver\] method is not supported with \[cycling\]"),
@@ -201,7 +224,7 @@ def test_bad_case_files_raise_errors_that_name_the_field(tmp_path, edit, overrid
 
 
 def test_unknown_case_names_and_files():
-    with pytest.raises(cases.CaseError, match=r"unknown case 'heat1d': not a file, and the built-in cases are \['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'lorenz96-4dvar', 'wave1d-initial'\] \(did you mean 'heat1d-sparse'\?\)"):
+    with pytest.raises(cases.CaseError, match=r"unknown case 'heat1d': not a file, and the built-in cases are \['advection2d-sparse', 'heat1d-deblur-tv', 'heat1d-sparse', 'heat2d-diffusivity', 'heat2d-source-l1', 'lorenz96-4dvar', 'wave1d-initial'\] \(did you mean 'heat1d-sparse'\?\)"):
         cases.load_case("heat1d")
     with pytest.raises(cases.CaseError, match="case file 'missing.toml' does not exist"):
         cases.load_case("missing.toml")

@@ -48,6 +48,10 @@ REDUCED = {
     "wave1d-initial": ["grid.n=48", "solver.max_iterations=40", "observations.every=0.02"],
     "heat2d-diffusivity": ["grid.n=[12, 12]", "observations.stride=2", "observations.offset=0",
                            "solver.max_iterations=15", "observations.every=0.2"],
+    "heat1d-deblur-tv": ["grid.n=32", "solver.max_iterations=400"],
+    "heat2d-source-l1": ["grid.n=[12, 12]", "observations.stride=2", "observations.offset=0",
+                         "model.source=\"40 * (abs(x - 0.2917) < 0.02) * (abs(y - 0.375) < 0.02)\"",
+                         "solver.max_iterations=300"],
 }
 SUMMARY_KEYS = ("case", "rmse_background", "rmse_analysis", "cost_initial", "cost_final", "iterations", "converged",
                 "wall_time_s")
@@ -74,6 +78,13 @@ def test_run_every_builtin_case_at_reduced_size(case, tmp_path, capsys):
     with xr.open_dataset(tmp_path / "analysis.nc", group="observations") as obs:
         assert obs["value"].dims == ("time", "sensor")
         assert {"sigma", "truth", "background", "analysis"} <= set(obs.data_vars)
+    if case == "heat2d-source-l1":  # one point source, found where it is
+        support = summary["prior"]["metrics"]["support"]
+        assert summary["prior"]["kind"] == "l1" and support["true_support"] == 1 and support["recall"] == 1.0
+        assert summary["prior"]["metrics"]["relative_error"] < 0.5
+    if case == "heat1d-deblur-tv":  # the three edges of the truth, each within a cell
+        edges = summary["prior"]["metrics"]["edges"]
+        assert edges["true_edges"] == 3 and edges["edge_location_error"] <= 1 / 32
     if case == "heat2d-diffusivity":
         parameter = summary["parameter"]
         assert parameter["name"] == "kappa" and parameter["rmse_analysis"] == summary["rmse_analysis"]
@@ -104,15 +115,17 @@ def test_run_the_cycled_lorenz96_case_at_reduced_size(tmp_path, capsys):
 def test_cases_command_lists_the_builtin_cases(capsys):
     assert main(["cases"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["advection2d-sparse", "heat1d-sparse", "heat2d-diffusivity",
-                                                   "lorenz96-4dvar", "wave1d-initial"]
+    assert [line.split()[0] for line in lines] == ["advection2d-sparse", "heat1d-deblur-tv", "heat1d-sparse",
+                                                   "heat2d-diffusivity", "heat2d-source-l1", "lorenz96-4dvar",
+                                                   "wave1d-initial"]
     assert all(len(line.split()) > 3 for line in lines)
 
 
 def test_run_errors_exit_2_with_the_message_and_no_traceback(tmp_path):
     for args, message in (
         (["run", "heat1d"], ("diffphys run: error: unknown case 'heat1d': not a file, and the built-in cases are "
-                             "['advection2d-sparse', 'heat1d-sparse', 'heat2d-diffusivity', 'lorenz96-4dvar', 'wave1d-initial'] "
+                             "['advection2d-sparse', 'heat1d-deblur-tv', 'heat1d-sparse', 'heat2d-diffusivity', "
+                             "'heat2d-source-l1', 'lorenz96-4dvar', 'wave1d-initial'] "
                              "(did you mean 'heat1d-sparse'?)")),
         (["run", "--set", "solver.max_iteration=5"], "unknown key 'max_iteration' in [solver]"),
     ):

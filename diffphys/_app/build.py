@@ -24,7 +24,7 @@ from ..grid import Grid1D, Grid2D
 from ..observe import DiagonalR, DiffusionB, FootprintAverage, ObservationSchedule, PointSensors, subsample, twin_experiment
 from .expression import ExpressionError, evaluate
 from .load import Case
-from .registry import MODEL_KINDS
+from .registry import MODEL_KINDS, build_prior
 from .schema import CaseError
 
 __all__ = ["CycledProblem", "Problem", "build_cycled_problem", "build_problem"]
@@ -37,7 +37,8 @@ class Problem:
     """A case made concrete: grid, models, schedule, data, the 4D-Var problem and what is known of the truth.
 
     ``truth_control`` / ``background_control`` are physical fields (the initial state, or the
-    parameter field) to compare with the analysis (``None`` when the truth is unknown).
+    parameter field) to compare with the analysis (``None`` when the truth is unknown). ``prior`` is
+    the non-Gaussian prior of the control (``None``: the Gaussian B inside ``fourdvar``).
     """
 
     case: Case
@@ -47,6 +48,7 @@ class Problem:
     observations: np.ndarray
     sigma: np.ndarray
     fourdvar: StrongConstraint4DVar
+    prior: Any
     n_steps: int
     truth_state: Any
     truth_model: Any
@@ -167,10 +169,13 @@ def _default_time_step(config, grid, parameters: dict, guess_field, times) -> fl
     control = config["control"]
     bound = dict(parameters)
     if control["kind"] == "parameter":
-        # Leave room for the estimate: 2 σ_b above the larger of truth and first guess.
         name, sigma_b = control["parameter"], config["background"]["sigma"]
         top = np.maximum(np.abs(bound[name]), np.abs(guess_field))
-        bound[name] = top * math.exp(2 * sigma_b) if control["transform"] == "log" else top + 2 * sigma_b
+        if sigma_b is None:  # a non-Gaussian prior: its upper bound if it has one, else twice the larger field
+            upper = config["prior"]["upper"]
+            bound[name] = np.maximum(top, abs(upper)) if upper is not None else 2 * top
+        else:  # leave room for the estimate: 2 σ_b above the larger of truth and first guess
+            bound[name] = top * math.exp(2 * sigma_b) if control["transform"] == "log" else top + 2 * sigma_b
     return _time_step(times, config["window"]["duration"], _make_model(config, grid, bound, None).dt)
 
 
@@ -189,6 +194,9 @@ def build_problem(case: Case) -> Problem:
         truth_parameters["source"] = np.zeros(grid.shape)
     first_guess = config["background"]["first_guess"]
     guess_field = None if first_guess is None else _evaluate(first_guess, grid, "[background] first_guess")
+    prior = build_prior(config["prior"], grid.ndim)
+    if prior is not None and guess_field is None:
+        guess_field = np.zeros(grid.shape)
     data = _read_data(config) if obs["sensors"] == "file" else None
     times = _observation_times(config, data)
     dt = config["model"]["dt"] or _default_time_step(config, grid, truth_parameters, guess_field, times)
@@ -198,10 +206,13 @@ def build_problem(case: Case) -> Problem:
     u0 = None if config["truth"]["initial"] is None else _evaluate(config["truth"]["initial"], grid, "[truth] initial")
     velocity0 = _evaluate(config["truth"]["initial_velocity"], grid, "[truth] initial_velocity")
     truth_state = (u0, velocity0) if second_order and u0 is not None else u0
-    try:
-        B = DiffusionB(grid, config["background"]["sigma"], config["background"]["length_scale"])
-    except ValueError as error:
-        raise CaseError(f"[background]: {error}") from None
+    if prior is None:
+        try:
+            B = DiffusionB(grid, config["background"]["sigma"], config["background"]["length_scale"])
+        except ValueError as error:
+            raise CaseError(f"[background]: {error}") from None
+    else:  # a non-Gaussian prior: no background term (the first guess defaults to zero, above)
+        B = None
 
     if data is not None:
         try:
@@ -243,7 +254,7 @@ def build_problem(case: Case) -> Problem:
     fourdvar = StrongConstraint4DVar(truth_model, schedule, values, DiagonalR(sigma), B, z_b, control_map,
                                      adjoint=Direct() if block is None else Checkpointed(every=block))
     known_truth = data is None
-    return Problem(case, grid, truth_model, schedule, values, np.asarray(sigma), fourdvar, n_steps,
+    return Problem(case, grid, truth_model, schedule, values, np.asarray(sigma), fourdvar, prior, n_steps,
                    truth_state if known_truth else None, truth_model if known_truth else None,
                    truth_control, np.asarray(background_control), clean)
 

@@ -17,17 +17,49 @@ from typing import Any
 
 from ..grid import AbstractGrid, Grid1D
 from ..models import AbstractStepper, Advection, AdvectionDiffusion, Heat, Lorenz96, NonlinearHeat, Wave
-from ..solvers import LBFGS, AbstractIterativeSolver, Adam, GaussNewton
+from ..priors import L1, TV1D, TV2D, AbstractPrior, Box, ElasticNet, Sum
+from ..solvers import ADMM, FISTA, ISTA, LBFGS, PDHG, AbstractIterativeSolver, Adam, GaussNewton
 
-__all__ = ["LORENZ96_DT", "MODEL_KINDS", "ModelKind", "SOLVER_METHODS"]
+__all__ = ["LORENZ96_DT", "MODEL_KINDS", "ModelKind", "PRIOR_KINDS", "PROXIMAL_METHODS", "SOLVER_METHODS", "build_prior"]
+
+PROXIMAL_METHODS: dict[str, Callable[[dict], AbstractIterativeSolver]] = {
+    "ista": lambda settings: ISTA(),
+    "fista": lambda settings: FISTA(),
+    "admm": lambda settings: ADMM(),
+    "pdhg": lambda settings: PDHG(),
+}
+"""The methods for a non-Gaussian ``[prior]``: they use the prior's proximal map (or split it)."""
 
 SOLVER_METHODS: dict[str, Callable[[dict], AbstractIterativeSolver]] = {
     "gauss_newton": lambda settings: GaussNewton(),
     "lbfgs": lambda settings: LBFGS(),
     "adam": lambda settings: Adam(learning_rate=settings["learning_rate"]),
+    **PROXIMAL_METHODS,
 }
 """``[solver] method`` names and the solver each builds from the case's ``[solver]`` section; each runs
 through :func:`diffphys.solvers.iterate`."""
+
+PRIOR_KINDS: dict[str, Callable[[dict, int], AbstractPrior] | None] = {
+    "gaussian": None,  # the [background] B: a term of the 4D-Var residuals, not a separate prior
+    "l1": lambda p, ndim: L1(p["weight"]),
+    "elastic_net": lambda p, ndim: ElasticNet(p["weight"], p["l2_weight"]),
+    "tv": lambda p, ndim: TV1D(p["weight"]) if ndim == 1 else TV2D(p["weight"], isotropic=p["isotropic"]),
+}
+"""``[prior] kind`` names and how each builds its prior from the ``[prior]`` section (bounds added by :func:`build_prior`)."""
+
+
+def build_prior(settings: dict, ndim: int) -> AbstractPrior | None:
+    """The case's prior (``None`` for the gaussian one): the kind's prior, plus a box from the bounds."""
+    make = PRIOR_KINDS[settings["kind"]]
+    if make is None:
+        return None
+    prior = make(settings, ndim)
+    lower = 0.0 if settings["nonnegative"] else settings["lower"]
+    upper = settings["upper"]
+    if lower is None and upper is None:
+        return prior
+    box = Box(-float("inf") if lower is None else lower, float("inf") if upper is None else upper)
+    return Sum(prior, box)
 
 LORENZ96_DT = 0.05  # the usual Lorenz-96 step; the default dt takes the largest step <= it that hits the observations
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..schemes import canonical_name, scheme_registry, unconditionally_stable
-from .registry import MODEL_KINDS, SOLVER_METHODS
+from .registry import MODEL_KINDS, PRIOR_KINDS, PROXIMAL_METHODS, SOLVER_METHODS
 
 __all__ = ["REQUIRED", "SCHEMA", "CaseError", "check_consistency", "check_known"]
 
@@ -189,9 +189,20 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "file": _Key(_text, None, "file: observations from a .nc or .csv file (path relative to the case file)"),
     },
     "background": {
-        "sigma": _Key(_POSITIVE, REQUIRED, "background-error σ_b (of the control; of log p for a log parameter)"),
-        "length_scale": _Key(_one_or_pair(_POSITIVE), REQUIRED, "correlation length L of B"),
-        "first_guess": _Key(_field, None, "the background (default: truth + a draw from B)"),
+        "sigma": _Key(_POSITIVE, None, "background-error σ_b of B (of the control; of log p for a log parameter); "
+                      "required unless [prior] is not gaussian"),
+        "length_scale": _Key(_one_or_pair(_POSITIVE), None, "correlation length L of B; required unless [prior] is not gaussian"),
+        "first_guess": _Key(_field, None, "the background (default: truth + a draw from B; 0 with a non-Gaussian prior)"),
+    },
+    "prior": {
+        "kind": _Key(_choice(*PRIOR_KINDS), "gaussian",
+                     "the control's prior: gaussian (the [background] B), or l1, elastic_net, tv (proximal methods)"),
+        "weight": _Key(_number(minimum=0), None, "l1, elastic_net (its L1 part), tv: the weight λ (required for them)"),
+        "l2_weight": _Key(_number(minimum=0), 0.0, "elastic_net: the weight of ½‖x‖²"),
+        "nonnegative": _Key(_flag, False, "also constrain the control to x >= 0"),
+        "lower": _Key(_number(), None, "also constrain the control to x >= lower"),
+        "upper": _Key(_number(), None, "also constrain the control to x <= upper"),
+        "isotropic": _Key(_flag, True, "tv on a 2D grid: isotropic (pointwise |∇u|) or anisotropic (|∂x u| + |∂y u|)"),
     },
     "control": {
         "kind": _Key(_choice("initial_state", "parameter"), "initial_state", "what is estimated"),
@@ -199,10 +210,12 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "transform": _Key(_choice("log", "identity"), "log", "parameter: estimate log p (stays positive) or p"),
     },
     "solver": {
-        "method": _Key(_choice(*SOLVER_METHODS), "gauss_newton",
-                       "Gauss–Newton/Levenberg–Marquardt, or a gradient method on the 4D-Var cost"),
+        "method": _Key(_choice(*SOLVER_METHODS, "amp"), "gauss_newton",
+                       "Gauss–Newton/Levenberg–Marquardt or a gradient method (gaussian prior); "
+                       "ista, fista, admm or pdhg (a proximal method, for a non-Gaussian [prior])"),
         "max_iterations": _Key(_POSITIVE_INT, 100, "iteration budget (Gauss–Newton: outer iterations)"),
-        "gtol": _Key(_POSITIVE, 1e-5, "stop when |∇J| <= gtol |∇J(background)|"),
+        "gtol": _Key(_POSITIVE, 1e-5, "stop when |∇J| (proximal methods: the fixed-point residual) <= gtol × its "
+                                      "value at the start"),
         "learning_rate": _Key(_POSITIVE, 0.05, "adam: step size"),
         "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps): adjoint Checkpointed(every=...)"),
     },
@@ -244,6 +257,66 @@ def _check_cycling(config: dict, origin: str) -> None:
         ratio = duration / shift
         if shift > duration or abs(ratio - round(ratio)) > 1e-9 * ratio:
             raise CaseError(f"{origin}: [cycling] shift = {shift:g} must divide the window duration {duration:g}")
+
+
+def _check_prior(config: dict, given: dict, origin: str, two_d: bool) -> None:
+    """The prior decides the method family: B with Gauss–Newton/gradient methods, a non-Gaussian prior with a
+    proximal method; each needs its own keys and refuses the other's."""
+    prior, background, method = config["prior"], config["background"], config["solver"]["method"]
+    kind = prior["kind"]
+    if method == "amp":
+        raise CaseError(
+            f"{origin}: [solver] method 'amp' is not available for case files: approximate message passing needs a "
+            "dense, i.i.d.-Gaussian-like measurement matrix with unit-norm columns (compressed sensing), which a PDE's "
+            "forward operator is not; use 'fista' (or diffphys.solvers.AMP from Python for a compressed-sensing problem)"
+        )
+    if kind == "gaussian":
+        for key in sorted(set(given.get("prior", {})) - {"kind"}):
+            raise CaseError(f"{origin}: [prior] {key} does not apply to the gaussian prior (it is the [background] B)")
+        for key in ("sigma", "length_scale"):
+            if background[key] is None:
+                raise CaseError(f"{origin}: [background] {key} is required with the gaussian prior (it defines B)")
+        if method in PROXIMAL_METHODS:
+            raise CaseError(
+                f"{origin}: [solver] method {method!r} is a proximal method: it needs a non-Gaussian [prior] "
+                f"(kind one of {[k for k in PRIOR_KINDS if k != 'gaussian']}); with the gaussian prior use "
+                "'gauss_newton', 'lbfgs' or 'adam'"
+            )
+        return
+    for key in ("sigma", "length_scale"):
+        if background[key] is not None:
+            raise CaseError(
+                f"{origin}: [background] {key} defines a Gaussian B, which does not combine with [prior] kind = "
+                f"{kind!r} (the control is the field itself); remove it"
+            )
+    if prior["weight"] is None:
+        raise CaseError(f"{origin}: [prior] weight (λ >= 0) is required for kind {kind!r}")
+    if kind != "elastic_net" and "l2_weight" in given.get("prior", {}):
+        raise CaseError(f"{origin}: [prior] l2_weight applies only to kind 'elastic_net'")
+    if (kind != "tv" or not two_d) and "isotropic" in given.get("prior", {}):
+        raise CaseError(f"{origin}: [prior] isotropic applies only to kind 'tv' on a 2D grid")
+    if prior["nonnegative"] and prior["lower"] is not None:
+        raise CaseError(f"{origin}: [prior] give nonnegative = true or lower, not both")
+    lower = 0.0 if prior["nonnegative"] else prior["lower"]
+    if lower is not None and prior["upper"] is not None and lower > prior["upper"]:
+        raise CaseError(f"{origin}: [prior] the bounds are empty: lower = {lower:g} > upper = {prior['upper']:g}")
+    if method not in PROXIMAL_METHODS:
+        raise CaseError(
+            f"{origin}: [solver] method {method!r} minimises a smooth cost; the {kind!r} prior is not smooth: use one "
+            f"of {list(PROXIMAL_METHODS)}"
+        )
+    bounded = lower is not None or prior["upper"] is not None
+    if method == "pdhg" and kind != "tv":
+        raise CaseError(f"{origin}: [solver] method 'pdhg' is for the tv prior (K x inside a norm); for {kind!r} use "
+                        "'fista' (or 'admm')")
+    if kind == "tv" and bounded and method in ("ista", "fista"):
+        raise CaseError(f"{origin}: [prior] tv with bounds has no exact prox, which {method!r} needs; use 'admm' or "
+                        "'pdhg' (they split the terms)")
+    if config["control"]["kind"] == "parameter" and config["control"]["transform"] != "identity":
+        raise CaseError(
+            f"{origin}: [control] transform must be 'identity' with [prior] kind = {kind!r}: the prior acts on the "
+            "parameter field itself (use nonnegative = true or lower to keep it positive)"
+        )
 
 
 def _check_scheme(model: dict, entry, origin: str) -> None:
@@ -326,6 +399,7 @@ def check_consistency(config: dict, given: dict, origin: str) -> None:
             raise CaseError(f"{origin}: [observations] sigma is required (the observation-error standard deviation)")
         if config["truth"]["initial"] is None:
             raise CaseError(f"{origin}: [truth] initial is required for a twin experiment (or use sensors = 'file')")
+    _check_prior(config, given, origin, two_d)
     if control["kind"] == "parameter":
         valid = entry.valid_controls(2 if two_d else 1)
         if control["parameter"] not in valid:
@@ -333,7 +407,7 @@ def check_consistency(config: dict, given: dict, origin: str) -> None:
                 f"{origin}: [control] parameter must be one of {list(valid)} for a {'2D ' if two_d else ''}{kind} model, "
                 f"got {control['parameter']!r}"
             )
-        if config["background"]["first_guess"] is None:
+        if config["background"]["first_guess"] is None and config["prior"]["kind"] == "gaussian":
             raise CaseError(f"{origin}: [background] first_guess is required to estimate a parameter")
         if sensors == "file" and config["truth"]["initial"] is None:
             raise CaseError(f"{origin}: [truth] initial is required: a parameter case needs the known initial state")
