@@ -13,6 +13,7 @@ from scipy import integrate
 
 from diffphys import priors as P
 from diffphys import solvers as S
+from reference import lasso_coordinate_descent
 
 M, N = 60, 120
 TIGHT = S.Converged(rtol=1e-14, max_steps=3000)
@@ -31,32 +32,13 @@ A, X_TRUE, Y = _data()
 LAM = 0.05
 
 
-def _lasso_cd(a, y, lam, sweeps=20000, tol=1e-15):
-    """min ½‖Ax − y‖² + λ‖x‖₁ by cyclic coordinate descent (NumPy; independent of diffphys)."""
-    x = np.zeros(a.shape[1])
-    r = y.copy()
-    col2 = np.sum(a * a, axis=0)
-    for _ in range(sweeps):
-        biggest = 0.0
-        for j in range(a.shape[1]):
-            rho = a[:, j] @ r + col2[j] * x[j]
-            new = np.sign(rho) * max(abs(rho) - lam, 0.0) / col2[j]
-            if new != x[j]:
-                r -= a[:, j] * (new - x[j])
-                biggest = max(biggest, abs(new - x[j]))
-                x[j] = new
-        if biggest < tol:
-            break
-    return x
-
-
 def _lasso_problem(lam=LAM, y=Y, a=A):
     return S.Composite(S.LinearLeastSquares(jnp.asarray(a), jnp.asarray(y)), P.L1(lam))
 
 
 def test_converged_amp_is_the_lasso_solution():
     sol = S.iterate(S.AMP(), _lasso_problem(), mode=TIGHT)
-    reference = _lasso_cd(A, Y, LAM)
+    reference = lasso_coordinate_descent(A, Y, LAM, sweeps=20000)
     assert 3 <= np.count_nonzero(reference) < M  # a genuinely sparse, identifiable problem
     np.testing.assert_allclose(np.asarray(sol.value), reference, rtol=0, atol=1e-8)
     # the calibration: the final threshold times (1 - ||x||_0 / M) is lambda
@@ -72,7 +54,7 @@ def test_residual_thresholds_converge_to_the_lasso_at_the_calibrated_lambda():
     sol = S.iterate(S.AMP(), S.LinearLeastSquares(jnp.asarray(A), jnp.asarray(Y)), mode=TIGHT, params=jnp.asarray(alpha))
     x = np.asarray(sol.value)
     lam_star = alpha * np.linalg.norm(Y - A @ x) / np.sqrt(M)
-    np.testing.assert_allclose(x, _lasso_cd(A, Y, lam_star), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(x, lasso_coordinate_descent(A, Y, lam_star, sweeps=20000), rtol=0, atol=1e-8)
     assert sol.history()["sigma"][-1] * (1 - np.count_nonzero(x) / M) == pytest.approx(lam_star / alpha, rel=1e-9)
 
 
@@ -211,11 +193,14 @@ def test_unrolled_gradient_in_the_per_layer_thresholds_matches_finite_difference
         assert g @ np.asarray(direction) == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
-def test_nonfinite_data_ends_with_the_nonfinite_result():
+def test_nonfinite_data_is_refused_and_a_traced_one_ends_with_the_nonfinite_result():
     y = Y.copy()
     y[0] = np.nan
-    sol = S.iterate(S.AMP(), _lasso_problem(y=y), mode=TIGHT, throw=False)
-    assert sol.outcome == "nonfinite" and sol.num_steps <= 1
+    with pytest.raises(ValueError, match=r"data must be finite; entries \[0\] are \[nan\]"):
+        _lasso_problem(y=y)
+    # Inside jit the data cannot be inspected at construction: the run reports it instead.
+    outcome = jax.jit(lambda y: S.iterate(S.AMP(), _lasso_problem(y=y), mode=TIGHT, throw=False).result)(jnp.asarray(y))
+    assert outcome == S.RESULTS.nonfinite
 
 
 def test_bad_input():

@@ -20,9 +20,11 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._misc import half_squared_norm
+from .._validate import is_concrete
 from ..priors import AbstractPrior
 
 __all__ = ["AbstractProblem", "Composite", "LeastSquares", "LinearLeastSquares"]
@@ -84,6 +86,12 @@ class LinearLeastSquares(AbstractProblem):
         data = jnp.asarray(data)
         if data.ndim != 1:
             raise ValueError(f"LinearLeastSquares: data must be a vector (M,), got shape {data.shape}")
+        if is_concrete(data) and not bool(jnp.all(jnp.isfinite(data))):
+            bad = np.flatnonzero(~np.isfinite(np.asarray(data)))
+            raise ValueError(
+                f"LinearLeastSquares: data must be finite; entries {bad[:5].tolist()}{' ...' if len(bad) > 5 else ''} "
+                f"are {np.asarray(data)[bad[:5]].tolist()}: drop those readings (and their rows of the operator)"
+            )
         if callable(operator) and not isinstance(operator, jax.Array):
             if x0 is None:
                 raise ValueError("LinearLeastSquares: a matrix-free operator needs x0 to fix the control's shape")
