@@ -30,13 +30,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,6 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import diffphys  # noqa: E402
 from diffphys.adjoint import Checkpointed, Direct  # noqa: E402
+from _common import median_time, write_json
 
 
 def models(quick: bool):
@@ -69,20 +66,10 @@ def strategies(n_steps: int):
     }
 
 
-def _time(fn, arg, repeats: int) -> float:
-    jax.block_until_ready(fn(arg))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(arg))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run_model(label, model, y0, n_steps: int, repeats: int):
     forward = lambda y: diffphys.rollout(model, y, n_steps)[-1]
     fwd = jax.jit(forward).lower(y0).compile()
-    forward_s = _time(fwd, y0, repeats)
+    forward_s = median_time(lambda: fwd(y0), repeats)
     state_bytes = y0.size * y0.dtype.itemsize
     rows, reference = [], None
     for name, adjoint in strategies(n_steps).items():
@@ -91,7 +78,7 @@ def run_model(label, model, y0, n_steps: int, repeats: int):
         exe = jax.jit(jax.grad(loss)).lower(y0).compile()
         compile_s = time.perf_counter() - start
         temp = exe.memory_analysis().temp_size_in_bytes
-        gradient_s = _time(exe, y0, repeats)
+        gradient_s = median_time(lambda: exe(y0), repeats)
         g = exe(y0)
         if reference is None:
             reference = g
@@ -117,15 +104,6 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, data) -> None:
-    """Strict JSON, written atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="200 steps, small grid, few repeats (smoke test)")
@@ -148,7 +126,7 @@ def main(argv=None) -> int:
         "gradients_agree": passed, "records": rows,
     }
     out = args.out or Path(__file__).resolve().parent / "results" / f"bench_adjoint_{jax.default_backend()}.json"
-    _write_json(out, result)
+    write_json(out, result)
     print(f"\nwrote {out}; gradients agree with Direct(): {passed}")
     return 0 if passed else 1
 

@@ -34,13 +34,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import platform
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -53,6 +48,7 @@ import numpy as np  # noqa: E402
 import diffphys  # noqa: E402
 from diffphys import priors as P  # noqa: E402
 from diffphys import solvers as S  # noqa: E402
+from _common import median_time, write_json
 
 TARGET_DB = -35.0
 ALPHA = 1.1402
@@ -246,25 +242,6 @@ def diffphys_proximal_solvers():
 
 # -- timing ---------------------------------------------------------------------------------------
 
-def _median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _write_json(path: Path, data) -> None:
-    """Strict JSON, written atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
-
-
 def _finite_list(values):
     return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
 
@@ -314,13 +291,13 @@ def timing_and_agreement(data, lam, signals, iterations, repeats):
     times, agreement = {}, {}
     k = iterations["AMP"]
     x_np = amp_numpy(a, y, k)[0]
-    times[("AMP", "numpy")] = _median_time(lambda: amp_numpy(a, y, k)[0], repeats) / k
+    times[("AMP", "numpy")] = median_time(lambda: amp_numpy(a, y, k)[0], repeats) / k
     loop = amp_jax(k, False)
     x_loop = np.asarray(loop(aj, yj, xj)[0])
-    times[("AMP", "jax loop")] = _median_time(lambda: loop(aj, yj, xj)[0], repeats) / k
+    times[("AMP", "jax loop")] = median_time(lambda: loop(aj, yj, xj)[0], repeats) / k
     unrolled = diffphys_unrolled(S.AMP(), _lls, k)
     x_dp = np.asarray(unrolled(aj, yj, lams))
-    times[("AMP", "diffphys")] = _median_time(lambda: unrolled(aj, yj, lams), repeats) / k
+    times[("AMP", "diffphys")] = median_time(lambda: unrolled(aj, yj, lams), repeats) / k
     scale = np.max(np.abs(x_np))
     agreement["AMP jax loop vs numpy"] = float(np.max(np.abs(x_loop - x_np)) / scale)
     agreement["AMP diffphys iterate(Unrolled) vs numpy"] = float(np.max(np.abs(x_dp - x_np)) / scale)
@@ -328,16 +305,16 @@ def timing_and_agreement(data, lam, signals, iterations, repeats):
     for name, fast in (("ISTA", False), ("FISTA", True)):
         k = iterations[name]
         x_np = ista_numpy(a, y, lam, k, lipschitz, fast=fast)[0]
-        times[(name, "numpy")] = _median_time(lambda: ista_numpy(a, y, lam, k, lipschitz, fast=fast)[0], repeats) / k
+        times[(name, "numpy")] = median_time(lambda: ista_numpy(a, y, lam, k, lipschitz, fast=fast)[0], repeats) / k
         loop = ista_jax(k, fast, False)
         x_loop = np.asarray(loop(aj, yj, lams, lipschitz, xj)[0])
-        times[(name, "jax loop")] = _median_time(lambda: loop(aj, yj, lams, lipschitz, xj)[0], repeats) / k
+        times[(name, "jax loop")] = median_time(lambda: loop(aj, yj, lams, lipschitz, xj)[0], repeats) / k
         scale = np.max(np.abs(x_np))
         agreement[f"{name} jax loop vs numpy"] = float(np.max(np.abs(x_loop - x_np)) / scale)
         if name in solvers:
             unrolled = diffphys_unrolled(solvers[name], _lasso, k)
             x_dp = np.asarray(unrolled(aj, yj, lams))
-            times[(name, "diffphys")] = _median_time(lambda: unrolled(aj, yj, lams), repeats) / k
+            times[(name, "diffphys")] = median_time(lambda: unrolled(aj, yj, lams), repeats) / k
             agreement[f"{name} diffphys iterate(Unrolled) vs numpy (step sizes may differ)"] = float(
                 np.max(np.abs(x_dp - x_np)) / scale)
     return times, agreement
@@ -490,7 +467,7 @@ def main(argv=None) -> int:
         "diffphys_ista_fista": sorted(diffphys_proximal_solvers()) or "pending",
     }
     out = args.out or Path(__file__).resolve().parent / "results" / f"compressed_sensing{'_quick' if quick else ''}.json"
-    _write_json(out, result)
+    write_json(out, result)
     print(f"\nwrote {out}")
     return 0 if passed else 1
 

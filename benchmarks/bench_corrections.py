@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - start_all
 
     print()
-    print(f"| scenario | horizon | uncorrected | one-step | solver-in-the-loop | uncorrected / SITL | one-step / SITL |")
+    print("| scenario | horizon | uncorrected | one-step | solver-in-the-loop | uncorrected / SITL | one-step / SITL |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         m, f = r["nrmse_mean"], r["nrmse_final"]

@@ -17,26 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from bench_steppers import _memory_analysis
-
-
-def _median_time(fn, repeats: int = 3) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-        if sum(times) > 60:
-            break
-    return statistics.median(times)
+from _common import median_time
 
 
 def _memory(exe) -> int | None:
@@ -98,7 +85,7 @@ def main(argv=None) -> int:
         reference = g if reference is None else reference
         diff = float(jnp.linalg.norm(g[1] - reference[1]) / jnp.linalg.norm(reference[1]))
         row = {"gradient": name, "grad_memory_bytes": _memory(grad), "forward_memory_bytes": _memory(fwd),
-               "forward_s": _median_time(lambda fwd=fwd: fwd(theta)), "grad_s": _median_time(lambda grad=grad: grad(theta)),
+               "forward_s": median_time(lambda fwd=fwd: fwd(theta)), "grad_s": median_time(lambda grad=grad: grad(theta)),
                "loss": float(fwd(theta)), "difference_to_ift": diff}
         rows.append(row)
     print("\n| hypergradient | grad memory | grad memory / forward | forward | grad | grad / forward | loss | rel. difference to IFT |")

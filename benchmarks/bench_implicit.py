@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from bench_steppers import _memory_analysis, memory_budget_bytes
+from _common import median_time
 
 
 def main(argv=None) -> int:
@@ -88,8 +87,8 @@ def main(argv=None) -> int:
                     row["forward_s"] = row["grad_s"] = None
                     row["note"] = "not run: gradient memory above half the machine's"
                 else:
-                    row["forward_s"] = _median_time(lambda: fwd(kappa, u0))
-                    row["grad_s"] = _median_time(lambda: grad(kappa, u0))
+                    row["forward_s"] = median_time(lambda: fwd(kappa, u0))
+                    row["grad_s"] = median_time(lambda: grad(kappa, u0))
                     row["finite"] = bool(jnp.all(jnp.isfinite(fwd(kappa, u0))))
                 rows.append(row)
                 print(_line(row), flush=True)
@@ -132,18 +131,6 @@ def _memory(exe) -> int | None:
     """Temp + argument + output bytes from XLA's compiled memory analysis (None if unavailable)."""
     analysis = _memory_analysis(exe)
     return None if analysis is None else sum(analysis.values())
-
-
-def _median_time(fn, repeats: int = 5) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-        if sum(times) > 60:
-            break
-    return statistics.median(times)
 
 
 def _fmt_bytes(b):

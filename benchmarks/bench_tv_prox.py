@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -33,16 +32,7 @@ import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import lsq_linear  # noqa: E402
-
-
-def _median_time(fn, repeats):
-    fn()  # warm-up (compilation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _common import median_time
 
 
 def bench_1d(sizes, repeats, rng):
@@ -54,7 +44,7 @@ def bench_1d(sizes, repeats, rng):
         z = np.repeat(rng.normal(size=n // 10 + 1), 10)[:n] + 0.3 * rng.normal(size=n)
         t = 0.5
         zj, tj = jnp.asarray(z), jnp.asarray(t)
-        seconds = _median_time(lambda: prox(zj, tj).block_until_ready(), repeats)
+        seconds = median_time(lambda: prox(zj, tj).block_until_ready(), repeats)
         x = np.asarray(prox(zj, tj))
         row = {"n": n, "threshold": t, "seconds": seconds, "segments": int(len(np.unique(x)))}
         if n <= 1000:
@@ -92,7 +82,7 @@ def bench_2d(n, budgets, repeats, rng):
     curves = {"diffphys": [], "pyproximal": None}
     for k in budgets:
         prior = TV2D(1.0, tolerance=1e-15, max_steps=k, throw=False)
-        seconds = _median_time(lambda prior=prior: exact(prior, zj, tj).value.block_until_ready(), repeats)
+        seconds = median_time(lambda prior=prior: exact(prior, zj, tj).value.block_until_ready(), repeats)
         u = np.asarray(exact(prior, zj, tj).value)
         curves["diffphys"].append({"iterations": k, "seconds": seconds, "gap": max(_objective(u, z, t) - p_star, 0.0)})
     try:
@@ -103,7 +93,7 @@ def bench_2d(n, budgets, repeats, rng):
         curves["pyproximal"] = []
         for k in budgets:
             op = pyproximal.TV(dims=(n, n), sigma=1.0, niter=k, rtol=0.0)
-            seconds = _median_time(lambda op=op: op.prox(z.ravel(), t), repeats)
+            seconds = median_time(lambda op=op: op.prox(z.ravel(), t), repeats)
             u = np.asarray(op.prox(z.ravel(), t)).reshape(n, n)
             curves["pyproximal"].append({"iterations": k, "seconds": seconds, "gap": max(_objective(u, z, t) - p_star, 0.0)})
         # pyproximal's gap at diffphys's times (log-log interpolation; clamped to its measured range)

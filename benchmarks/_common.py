@@ -1,0 +1,41 @@
+"""What every benchmark shares: compiled-call timing and atomic strict-JSON output (one copy each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+__all__ = ["median_time", "write_json"]
+
+
+def median_time(fn, repeats: int = 3, budget_s: float = 60.0) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up (compilation) call.
+
+    Results are blocked on (``jax.block_until_ready``); the repeats stop early once ``budget_s``
+    seconds are spent, so a slow case does not stall a benchmark.
+    """
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+        if sum(times) > budget_s:
+            break
+    return statistics.median(times)
+
+
+def write_json(path: Path, data) -> None:
+    """Strict JSON (no NaN/inf), written atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
