@@ -159,12 +159,15 @@ class GaussNewton(AbstractIterativeSolver):
         dtype = x_flat.dtype
 
         def attempt(a):
-            lam, alpha, nu, _, tries, cg, (_, _, first_predicted) = a
+            lam, alpha, nu, _, tries, cg, (_, _, first_predicted, _, _) = a
             inner_solution = _damped_solve(tangent, adjoint, g, lam, self.inner)
             delta = inner_solution.value
             jd = tangent(delta)
             predicted = -(jnp.vdot(r, jd) + 0.5 * jnp.vdot(jd, jd)) if levenberg else -alpha * jnp.vdot(g, delta)
-            actual = j - cost_fn(x_flat + alpha * delta)
+            # The trial's gradient comes with its cost (one forward and one adjoint pass): an
+            # accepted step then needs no further evaluation.
+            trial_cost, trial_gradient = jax.value_and_grad(cost_fn)(x_flat + alpha * delta)
+            actual = j - trial_cost
             ok = jnp.isfinite(actual) & (predicted > 0) & (actual >= _ACCEPT * predicted)
             gain = actual / jnp.where(predicted > 0, predicted, 1.0)
             if levenberg:  # more damping after a rejected step
@@ -172,18 +175,21 @@ class GaussNewton(AbstractIterativeSolver):
             else:  # a shorter step
                 alpha = jnp.where(ok, alpha, 0.5 * alpha)
             first_predicted = jnp.where(tries == 0, predicted, first_predicted)
-            return lam, alpha, nu, ok, tries + 1, cg + inner_solution.stats["num_steps"], (delta, gain, first_predicted)
+            return (lam, alpha, nu, ok, tries + 1, cg + inner_solution.stats["num_steps"],
+                    (delta, gain, first_predicted, trial_cost, trial_gradient))
 
         def keep_trying(a):
             lam, _, _, ok, tries, _, _ = a
             return ~ok & (tries < _MAX_RETRIES) & (lam < _MAX_DAMPING)
 
         start = (state.damping, params.step_length.astype(dtype), state.nu, jnp.asarray(False), jnp.asarray(0, jnp.int32),
-                 jnp.asarray(0, jnp.int32), (jnp.zeros_like(x_flat), jnp.asarray(0.0, dtype), jnp.asarray(0.0, dtype)))
-        lam, alpha, nu, ok, _, cg, (delta, gain, predicted) = lax.while_loop(keep_trying, attempt, start)
+                 jnp.asarray(0, jnp.int32), (jnp.zeros_like(x_flat), jnp.asarray(0.0, dtype), jnp.asarray(0.0, dtype),
+                                             j, g))
+        lam, alpha, nu, ok, _, cg, (delta, gain, predicted, trial_cost, trial_gradient) = lax.while_loop(
+            keep_trying, attempt, start)
         step = jnp.where(ok, alpha * delta, 0.0)
         x_new = x_flat + step
-        cost, gradient = jax.value_and_grad(cost_fn)(x_new)
+        cost, gradient = jnp.where(ok, trial_cost, j), jnp.where(ok, trial_gradient, g)
         if levenberg:  # Nielsen: shrink lambda after a good step
             lam = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
             nu = jnp.asarray(2.0, dtype)
