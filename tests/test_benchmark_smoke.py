@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmarks (bench_steppers, bench_implicit, bench_adjoint, bench_tv_prox): they run (--quick) and write well-formed JSON.
+"""Smoke tests of the benchmarks (bench_steppers, bench_implicit, bench_adjoint, bench_tv_prox, bench_proximal_pde): they run (--quick) and write well-formed JSON.
 
 Timings are never asserted (tests never assert wall-clock times); only the structure of the
 results and the agreement of diffphys with the benchmark's hand-written reference numerics.
@@ -159,3 +159,59 @@ def test_bench_tv_prox_quick(tmp_path):
         assert two_d["curves"]["pyproximal"] is None
     else:
         assert all(_positive(c["seconds"]) for c in two_d["curves"]["pyproximal"])
+
+
+def test_bench_proximal_pde_quick(tmp_path):
+    """The sparse heat-source benchmark runs (--quick): the JSON is well formed, the pass counts agree with a
+    run-time count, FISTA needs no more model passes than ISTA to any gap both reach, and the L1 estimate
+    finds at least as much of the true support as the best Gaussian-B estimate."""
+    out = tmp_path / "prox.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "bench_proximal_pde.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| solver | iterations run |" in proc.stdout and "| estimate | rel. error |" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["dtype"] == "float64"
+    setup = result["setup"]
+    assert setup["n_observations"] == 16 * setup["n_times"] and setup["n_unknowns"] == setup["n"] ** 2
+
+    solvers = result["solvers"]
+    assert solvers["lambda"] == result["lambda"]["chosen"] > 0
+    assert "no analysis term" in solvers["pdhg"]  # PDHG refuses a prior without K x
+    assert all(c["counted"] == c["predicted"] > 0 for c in solvers["forward_count_check"])
+    rows = {r["solver"]: r for r in solvers["rows"]}
+    assert set(rows) == {"ISTA", "FISTA", "ADMM"}
+    for r in rows.values():
+        assert _positive(r["time_s"]) and r["iterations_run"] >= r["timed_iterations"] >= 1
+        assert set(r["to_gap"]) == {f"{g:g}" for g in solvers["gaps"]}
+        reached = [r["to_gap"][f"{g:g}"] for g in solvers["gaps"]]
+        hits = [x for x in reached if x is not None]
+        assert reached[: len(hits)] == hits  # a tighter gap is never reached before a looser one
+        for x in hits:
+            assert x["total"] == x["forward"] + x["tangent"] + x["adjoint"]
+        for a, b in zip(hits, hits[1:]):
+            assert a["iterations"] <= b["iterations"] and a["total"] <= b["total"]
+    # the reference is FISTA's long run: it reaches every gap
+    assert all(rows["FISTA"]["to_gap"][f"{g:g}"] is not None for g in solvers["gaps"])
+    assert solvers["reference"]["gap_to_f_star"] <= 1e-12
+    for g in solvers["gaps"]:
+        fista, ista = rows["FISTA"]["to_gap"][f"{g:g}"], rows["ISTA"]["to_gap"][f"{g:g}"]
+        if ista is not None:
+            assert fista["total"] <= ista["total"]
+    # ADMM's passes: one forward per linearisation and per objective, setup included
+    admm = rows["ADMM"]["to_gap"][f"{solvers['gaps'][0]:g}"]
+    if admm is not None:
+        assert admm["forward"] == 2 + 2 * admm["iterations"] and admm["tangent"] >= 101 + admm["recorded_matvecs"]
+
+    recovery = {r["kind"]: r for r in result["recovery"]}
+    assert {"l1", "nonnegative", "gaussian"} <= set(recovery)
+    for r in recovery.values():
+        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and _positive(r["relative_error"])
+    assert recovery["l1"]["recall"] >= recovery["gaussian"]["recall"]
+    assert recovery["l1"]["relative_error"] <= recovery["gaussian"]["relative_error"]
+    assert recovery["l1"]["min"] >= 0 and recovery["gaussian"]["min"] < 0  # only the prior keeps s >= 0
+    best = min(result["lambda_sweep"], key=lambda r: r["relative_error"] if r["lambda"] > 0 else math.inf)
+    assert best["lambda"] == result["lambda"]["chosen"]
+    assert min(r["relative_error"] for r in result["gaussian_sweep"]) == recovery["gaussian"]["relative_error"]
