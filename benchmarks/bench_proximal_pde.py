@@ -26,7 +26,7 @@ rollout), counted from the solvers' recorded counters and their source:
   (``gradients`` and ``costs``);
 - ADMM: per iteration one linearisation (forward), one adjoint for $J^\\top r$, the CG products
   with $J^\\top J$ (one tangent + one adjoint each), and the objective at the new iterate (forward).
-  The recorded ``matvecs`` counts CG iterations; each CG solve also does 2 more products (lineax's
+  The recorded ``cg_iterations`` counts CG iterations; each CG solve also does 2 more products (lineax's
   initial residual and diffphys's final residual check) and one per 10 iterations (lineax's
   residual re-stabilisation), which are added here.
 
@@ -56,12 +56,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +74,7 @@ from diffphys import assimilate as da  # noqa: E402
 from diffphys import observe as ob  # noqa: E402
 from diffphys import priors as P  # noqa: E402
 from diffphys import solvers as S  # noqa: E402
+from _common import median_time, write_json
 
 GAPS = (1e-2, 1e-4, 1e-6)
 POWER_ITERATIONS = 100  # the solvers' default (ISTA/FISTA/ADMM power_iterations)
@@ -165,13 +162,13 @@ def evaluation_counts(name: str, history: dict) -> dict[str, np.ndarray]:
         gradients, costs = history["gradients"].astype(int), history["costs"].astype(int)
         forward, tangent, adjoint = setup_fwd + gradients + costs, setup_tan + 0 * k, setup_adj + gradients
     else:
-        cg = np.diff(history["matvecs"].astype(int), prepend=0)  # CG iterations per ADMM iteration
+        cg = np.diff(history["cg_iterations"].astype(int), prepend=0)  # CG iterations per ADMM iteration
         products = np.where(k > 0, cg + 2 + cg // 10, 0)
         forward = setup_fwd + 1 + 2 * k
         tangent = setup_tan + np.cumsum(products)
         adjoint = setup_adj + np.cumsum(np.where(k > 0, 1 + products, 0))
     return {"forward": forward, "tangent": tangent, "adjoint": adjoint, "total": forward + tangent + adjoint,
-            "recorded_matvecs": history.get("matvecs", np.zeros(len(k))).astype(int)}
+            "recorded_cg_iterations": history.get("cg_iterations", np.zeros(len(k))).astype(int)}
 
 
 _FORWARD = [0]
@@ -197,16 +194,6 @@ class Counted(S.AbstractProblem):
 
     def zero_control(self):
         return self.inner.zero_control()
-
-
-def median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _finite_history(solution) -> dict[str, np.ndarray]:
@@ -345,15 +332,6 @@ def recovery_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, data) -> None:
-    """Strict JSON, written atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="12 x 12 grid, few iterations (the smoke test)")
@@ -413,7 +391,7 @@ def main(argv=None) -> int:
     }
     suffix = "_quick" if args.quick else ""
     out = args.out or Path(__file__).resolve().parent / "results" / f"bench_proximal_pde{suffix}.json"
-    _write_json(out, result)
+    write_json(out, result)
     counts_ok = all(c["counted"] == c["predicted"] for c in solvers["forward_count_check"])
     print(f"\nwrote {out}; forward counts match the run-time count: {counts_ok}")
     return 0 if counts_ok else 1

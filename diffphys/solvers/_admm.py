@@ -75,7 +75,7 @@ class _State(eqx.Module):
     dual: jax.Array  # rho ||z_i^+ - z_i||
     primal_tolerance_scale: jax.Array  # max(||x||, ||z||)
     dual_tolerance_scale: jax.Array  # ||rho u||
-    matvecs: jax.Array  # products with J^T J (one tangent and one adjoint pass of the model each)
+    cg_iterations: jax.Array  # of the data-consistency solves (each one J^T J product; a solve adds ~2 for its residual checks)
 
 
 def _tree_sub(a, b):
@@ -141,7 +141,7 @@ class ADMM(AbstractIterativeSolver):
         return _State(
             x=x0, z=z, u=tuple(zeros for _ in terms), rho=jnp.asarray(rho, dtype), smooth=smooth,
             objective=objective, primal=inf, dual=inf, primal_tolerance_scale=_norm(x0),
-            dual_tolerance_scale=jnp.asarray(0.0, dtype), matvecs=jnp.asarray(0, jnp.int32),
+            dual_tolerance_scale=jnp.asarray(0.0, dtype), cg_iterations=jnp.asarray(0, jnp.int32),
         )
 
     def step(self, problem, state: _State, params: ADMMStep) -> _State:
@@ -175,7 +175,7 @@ class ADMM(AbstractIterativeSolver):
         return _State(
             x=x, z=z, u=u, rho=state.rho * factor, smooth=smooth, objective=objective, primal=primal, dual=dual,
             primal_tolerance_scale=primal_scale, dual_tolerance_scale=dual_scale,
-            matvecs=state.matvecs + solve.stats["num_steps"].astype(jnp.int32),
+            cg_iterations=state.cg_iterations + solve.stats["num_steps"].astype(jnp.int32),
         )
 
     def terminate(self, problem, state: _State, mode: Converged):
@@ -198,7 +198,7 @@ class ADMM(AbstractIterativeSolver):
     def records(self, state: _State) -> dict[str, jax.Array]:
         dtype = state.objective.dtype
         return {"cost": state.objective, "smooth": state.smooth, "primal_residual": state.primal,
-                "dual_residual": state.dual, "penalty": state.rho, "matvecs": state.matvecs.astype(dtype)}
+                "dual_residual": state.dual, "penalty": state.rho, "cg_iterations": state.cg_iterations.astype(dtype)}
 
     def implicit_point(self, state: _State, result):
         return self.value(state), tuple(jax.tree_util.tree_map(lambda a: state.rho * a, ui) for ui in state.u)
