@@ -30,7 +30,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
-from bench_gauss_newton import _median_time
+from _common import median_time
 
 from diffphys.solvers import AbstractProblem
 
@@ -114,7 +114,7 @@ def compare(name: str, problem, skip=()) -> list[dict]:
             print(f"  {solver}: did not reach the target cost (gap {cost / j_star - 1:.1e} at tolerance {LADDER[-1]:g})")
             continue
         tol, v, info, cost = chosen
-        elapsed = _median_time(lambda: solve(problem, tol)[0])
+        elapsed = median_time(lambda: solve(problem, tol)[0])
         _COUNT[0] = 0
         jax.block_until_ready(solve(_Counting(problem), tol)[0])
         rows.append({"problem": name, "solver": solver, "reached": True, "tolerance": tol, "time_s": elapsed,
