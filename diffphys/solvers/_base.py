@@ -77,6 +77,15 @@ class AbstractIterativeSolver(eqx.Module):
         A gradient, a KKT or a fixed-point residual; its Jacobian in ``x`` must be invertible there.
         """
 
+    def for_mode(self, mode) -> "AbstractIterativeSolver":
+        """This solver as it runs in ``mode`` (default: unchanged).
+
+        A solver whose best default depends on the mode fills it in here; e.g. ADMM's inner
+        tolerance can be loose when converged (only the fixed point matters to the implicit
+        derivative) but not when unrolled (each layer is differentiated as an exact solve).
+        """
+        return self
+
     def check_problem(self, problem: AbstractProblem, x0) -> None:
         """Raise ``TypeError``/``ValueError`` when this solver cannot run ``problem`` (default: accept any).
 

@@ -82,6 +82,7 @@ def iterate(
     if not isinstance(mode, AbstractMode):
         raise TypeError(f"iterate: mode must be Converged(...) or Unrolled(K), got {mode!r}")
     x0 = problem.zero_control() if x0 is None else x0
+    solver = solver.for_mode(mode)
     solver.check_problem(problem, x0)
     unrolled = isinstance(mode, Unrolled)
     if adjoint is None:
