@@ -17,9 +17,9 @@ fixed-point residual $\|x^+ - x\|/\tau + \|p^+ - p\|/\sigma$ relative to its fir
 Implicit derivatives of a converged solve: when the prior as a whole has a prox (one TV term,
 possibly merged), the optimality condition is the gradient mapping on $x$ alone (as ISTA's);
 otherwise it is the primal–dual fixed point on $(x, p)$. For 2D TV the dual $p$ is not unique
-(the divergence has a null space), so that system is singular in $p$; the Krylov solve of a
-consistent singular system still gives the unique $x$-derivative in practice, but prefer a prior
-with a prox when derivatives matter.
+(the divergence has a null space), so that system is singular in $p$; the Krylov solve of this
+consistent singular system still gives the unique $x$-derivative (tested against finite
+differences on TV2D + non-negativity, ``tests/test_primal_dual.py``).
 
 References: A. Chambolle, T. Pock, "A first-order primal-dual algorithm for convex problems with
 applications to imaging", J. Math. Imaging Vis. 40 (2011) 120-145; L. Condat, "A primal-dual
