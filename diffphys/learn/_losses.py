@@ -16,7 +16,8 @@ $p = 1..P$, by :func:`unrolled_solver_loss`:
 
 * ``"supervised"``: $\frac1P\sum_p \|z_p(v_K) - z_p^{\text{true}}\|^2 / \|z_p(0) - z_p^{\text{true}}\|^2$,
   the error of the control $z_p$ (``problem.control``) relative to the starting point's;
-* ``"cost"``: $\frac1P\sum_p \Phi_p(v_K)/\Phi_p(0)$ (unsupervised: the problem's objective);
+* ``"cost"``: $\frac1P\sum_p \Phi_p(v_K)/\Phi_p(0)$ (unsupervised: the problem's objective, the
+  value of its prior included for a :class:`~diffphys.solvers.Composite`);
 * ``"optimality"``: $\frac1P\sum_p \|F_p(v_K)\|^2/\|F_p(0)\|^2$ with $F$ the solver's optimality
   residual (unsupervised, the KKT loss; for Gauss–Newton $F = \nabla\Phi$).
 
@@ -38,6 +39,7 @@ from .._rollout import rollout
 from ..adjoint import AbstractAdjoint, Direct
 from ..assimilate import StrongConstraint4DVar
 from ..observe import DiagonalR
+from ..solvers import AbstractIterativeSolver
 from ._corrected import CorrectedStepper
 from ._windows import ObservationWindows
 
@@ -96,6 +98,12 @@ def observation_loss(corrected, windows: ObservationWindows, v=None, idx=None, *
     return jnp.mean(costs) / windows.schedule.size
 
 
+def _objective(problem, x):
+    r"""$\Phi(x)$: the smooth cost plus the prior's value (a :class:`~diffphys.solvers.Composite`'s whole objective)."""
+    prior = problem.prior()
+    return problem.cost(x) + (0.0 if prior is None else prior.value(x))
+
+
 def unrolled_solver_loss(unrolled: eqx.Module, problems, truths=None, *, loss: str = "supervised") -> jax.Array:
     r"""The training loss of a learned solver on a stacked batch of problems (see the module docstring).
 
@@ -110,6 +118,13 @@ def unrolled_solver_loss(unrolled: eqx.Module, problems, truths=None, *, loss: s
         raise ValueError(f"unrolled_solver_loss: unknown loss {loss!r}; valid are {list(SOLVER_LOSSES)}")
     if loss == "supervised" and truths is None:
         raise ValueError("unrolled_solver_loss: loss='supervised' needs the true control fields (truths)")
+    solver = unrolled.solver
+    if loss == "optimality" and type(solver).point_value is not AbstractIterativeSolver.point_value:
+        raise ValueError(
+            f"unrolled_solver_loss: loss='optimality' needs an optimality condition on the iterate alone; "
+            f"{type(solver).__name__}'s involves its dual variables, which the unrolled solver does not return: "
+            "use loss='cost' or 'supervised'"
+        )
 
     def one(problem, truth):
         zero = problem.zero_control()
@@ -119,7 +134,7 @@ def unrolled_solver_loss(unrolled: eqx.Module, problems, truths=None, *, loss: s
             error = lambda z: tree_squared_norm(jax.tree_util.tree_map(jnp.subtract, control(z), truth))
             return error(v) / error(zero)
         if loss == "cost":
-            return problem.cost(v) / problem.cost(zero)
+            return _objective(problem, v) / _objective(problem, zero)
         solver, params = unrolled.solver, unrolled.solver.default_params(zero)
         residual = lambda z: tree_squared_norm(solver.optimality_residual(problem, z, params))
         return residual(v) / residual(zero)
