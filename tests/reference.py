@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["cg_unrolled", "lasso_coordinate_descent", "lasso_data"]
+__all__ = ["cg_unrolled", "diffusion_filter_explicit", "lasso_coordinate_descent", "lasso_data"]
 
 
 def cg_unrolled(matvec: Callable, b, iterations: int, inverse_diagonal=None):
@@ -87,3 +87,24 @@ def lasso_coordinate_descent(A, y, lam, sweeps=5000, nonnegative=False):
         if change < 1e-15:
             break
     return x
+
+
+def diffusion_filter_explicit(u, spacing, alphas, steps, periodic):
+    r"""$G u = \prod_a (I + \alpha_a \Delta_a)^{M_a} u$ by explicit 3-point sweeps, in NumPy.
+
+    The direct definition of :class:`diffphys.observe.DiffusionB`'s filter, which the package applies
+    spectrally: along each axis $M_a$ steps $u \leftarrow u + \alpha_a (u_{i+1} - 2u_i + u_{i-1})/h_a^2$,
+    periodic (wrapping) or with zero-flux walls (mirror ghost cells $u_{-1} = u_0$, $u_n = u_{n-1}$).
+    """
+    u = np.asarray(u, dtype=float)
+    for axis, (h, alpha, m, wrap) in enumerate(zip(spacing, alphas, steps, periodic)):
+        for _ in range(m):
+            nxt, prv = np.roll(u, -1, axis=axis), np.roll(u, 1, axis=axis)
+            if not wrap:
+                last = [slice(None)] * u.ndim
+                first = [slice(None)] * u.ndim
+                last[axis], first[axis] = -1, 0
+                nxt[tuple(last)] = u[tuple(last)]
+                prv[tuple(first)] = u[tuple(first)]
+            u = u + alpha * (nxt - 2.0 * u + prv) / h**2
+    return u
