@@ -67,13 +67,18 @@ def test_one_gauss_newton_iteration_is_the_exact_posterior_mean_of_a_linear_gaus
     assert _relative(x_a, TRUTH) < _relative(x_b, TRUTH)  # the posterior mean is closer to the truth
 
 
+def _monotone(costs) -> bool:
+    """Non-increasing to the cost's round-off (64 eps |cost|): below it Gauss–Newton judges a step by the gradient."""
+    return bool(np.all(np.diff(costs) <= 64 * np.finfo(float).eps * np.abs(costs[:-1])))
+
+
 def test_levenberg_marquardt_decreases_the_cost_monotonically_on_a_nonlinear_problem_and_recovers_kappa():
     problem = _kappa_problem(kappa_background=0.05)  # 2.5x off: strongly nonlinear in log(kappa)
     lines = []
     result = da.gauss_newton(problem, solver=GN, mode=CONVERGE, progress=lambda k, records: lines.append((k, records)))
     history = result.history()
     assert result.outcome == "successful" and bool(result.converged)
-    assert np.all(np.diff(history["cost"]) <= 0.0) and history["cost"][-1] < 0.05 * history["cost"][0]
+    assert _monotone(history["cost"]) and history["cost"][-1] < 0.05 * history["cost"][0]
     assert history["gradient_norm"][-1] <= 1e-11 * history["gradient_norm"][0]
     assert [line[0] for line in lines] == list(range(result.num_steps + 1))
     np.testing.assert_allclose([line[1]["cost"] for line in lines], history["cost"], rtol=1e-15)
@@ -89,7 +94,7 @@ def test_line_search_gauss_newton_reaches_the_same_analysis():
     problem = _kappa_problem()
     lm = da.gauss_newton(problem, solver=GN, mode=CONVERGE)
     ls = da.gauss_newton(problem, solver=eqx.tree_at(lambda s: s.globalization, GN, "line_search"), mode=CONVERGE)
-    assert ls.outcome == "successful" and np.all(np.diff(ls.history()["cost"]) <= 0.0)
+    assert ls.outcome == "successful" and _monotone(ls.history()["cost"])
     np.testing.assert_allclose(ls.value, lm.value, rtol=1e-7, atol=1e-9)
 
 

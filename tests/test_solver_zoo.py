@@ -94,6 +94,9 @@ def test_converged_solvers_reach_the_same_minimiser(problem):
         costs = solution.history()["cost"]
         assert np.all(np.diff(costs) <= 1e-12 * costs[0]), solver  # monotone: all three globalise
         assert _relative(solution.value, reference) <= 1e-6, solver
+    for solver in ("levenberg_marquardt", "line_search"):  # not stopped short where the cost stops resolving progress
+        gradient_norm = solutions[solver].history()["gradient_norm"]
+        assert gradient_norm[-1] <= CONVERGED.rtol * gradient_norm[0], solver
     if name == "heat-linear":  # the dense posterior mean: (I + G^T G) v = G^T d
         zero = p.zero_control()
         d = p.observation_residuals(zero)

@@ -10,9 +10,10 @@ are solved matrix-free by conjugate gradients; then $x_{k+1} = x_k + \alpha_k\de
 
 * ``globalization="levenberg_marquardt"`` (default): $\lambda_k$ adapts from the ratio of actual
   to predicted decrease (Nielsen's rule); a step that does not decrease the cost is retried with
-  more damping. Monotone.
+  more damping. Monotone, to the cost's round-off: a step whose effect is below $64\,\varepsilon|\Phi|$
+  is judged by the gradient norm instead (see ``xtol`` below).
 * ``"line_search"``: $\lambda = 0$, $\alpha$ halved (Armijo backtracking) until the cost decreases
-  enough. Monotone.
+  enough. Monotone in the same sense.
 * ``"none"``: plain damped steps with the parameters' $\lambda_k = e^{\ell_k}$ and $\alpha_k$, no
   safeguard: the differentiable layer of an unrolled (learned) Gauss–Newton.
 
@@ -28,6 +29,7 @@ IMM-REP-1999-05, DTU; J. Nocedal, S. J. Wright, *Numerical Optimization* (2006),
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -93,9 +95,11 @@ class GaussNewton(AbstractIterativeSolver):
       background term); ``step_length``: the initial $\alpha$ (default 1).
     - ``xtol``: also converged when an accepted step satisfies
       $\|\alpha\delta\| \le \mathrm{xtol}\,(\mathrm{xtol} + \|x\|)$ (default 1e-10), or when no
-      step is accepted and the first one promised less than $64\,\varepsilon|\Phi|$ (the cost cannot
-      resolve further progress: optimal to working precision). A stall above that is
-      ``RESULTS.no_decrease``.
+      step is accepted and the first one promised less than $64\,\varepsilon|\Phi|$ (optimal to
+      working precision). Below that round-off level a step is judged by the gradient instead of
+      the cost: it is accepted when it reduces $\|\nabla\Phi\|$, so the solve does not stop short
+      of the gradient tolerance just because the cost can no longer resolve the progress. A stall
+      above the round-off level is ``RESULTS.no_decrease``.
     - ``inner``: CG settings of the inner solve (default ``rtol=1e-6, max_steps=100``, no raise: a
       truncated inner solve is an inexact Newton step, and the globalization guards the decrease).
 
@@ -130,7 +134,7 @@ class GaussNewton(AbstractIterativeSolver):
 
     def default_params(self, x0) -> DampedStep:
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(x0))
-        log_damping = jnp.log(jnp.asarray(max(self.damping, 1e-300), dtype))
+        log_damping = jnp.asarray(math.log(max(self.damping, 1e-300)), dtype)
         return DampedStep(log_damping, jnp.asarray(self.step_length, dtype))
 
     def init(self, problem, x0, params) -> _State:
@@ -168,8 +172,13 @@ class GaussNewton(AbstractIterativeSolver):
             # accepted step then needs no further evaluation.
             trial_cost, trial_gradient = jax.value_and_grad(cost_fn)(x_flat + alpha * delta)
             actual = j - trial_cost
-            ok = jnp.isfinite(actual) & (predicted > 0) & (actual >= _ACCEPT * predicted)
-            gain = actual / jnp.where(predicted > 0, predicted, 1.0)
+            # Where the step's effect is below the cost's round-off, the cost cannot tell a good step
+            # from a bad one; the gradient still can: such a step is taken when it reduces |∇Φ|.
+            roundoff = _ROUNDOFF * jnp.finfo(dtype).eps * jnp.abs(j)
+            by_gradient = ((predicted <= roundoff) & (jnp.abs(actual) <= roundoff)
+                           & (jnp.linalg.norm(trial_gradient) < jnp.linalg.norm(g)))
+            ok = jnp.isfinite(actual) & (predicted > 0) & ((actual >= _ACCEPT * predicted) | by_gradient)
+            gain = jnp.where(by_gradient, 1.0, actual / jnp.where(predicted > 0, predicted, 1.0))
             if levenberg:  # more damping after a rejected step
                 lam, nu = jnp.where(ok, lam, jnp.maximum(lam, 1e-8) * nu), jnp.where(ok, nu, 2.0 * nu)
             else:  # a shorter step
@@ -194,8 +203,8 @@ class GaussNewton(AbstractIterativeSolver):
             lam = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
             nu = jnp.asarray(2.0, dtype)
         small = ok & (jnp.linalg.norm(step) <= self.xtol * (self.xtol + jnp.linalg.norm(x_flat)))
-        # A model step that promises less than the cost's round-off cannot be verified by evaluating
-        # the cost: the iterate is optimal to working precision.
+        # A model step that promises less than the cost's round-off and does not reduce the gradient
+        # either cannot be verified: the iterate is optimal to working precision.
         at_roundoff = ~ok & (predicted <= _ROUNDOFF * jnp.finfo(dtype).eps * jnp.abs(j))
         return _State(unravel(x_new), cost, gradient, state.gradient_norm0, lam, nu, cg, ok, small | at_roundoff)
 
