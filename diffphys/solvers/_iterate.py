@@ -33,7 +33,7 @@ from .._solution import RESULTS, Solution, nonfinite_to_result, throw_if_failed
 from ._base import AbstractIterativeSolver
 from ._mode import AbstractMode, Converged, Unrolled
 from ._problem import AbstractProblem
-from ._progress import AbstractProgress, as_progress
+from ._progress import as_progress, register, report
 
 __all__ = ["iterate", "stack_params"]
 
@@ -107,12 +107,11 @@ def iterate(
                 f"iterate: in Unrolled({mode.iterations}) mode every parameter needs a leading axis of length "
                 f"{mode.iterations} (one entry per layer); got leading sizes {sorted(lengths, key=str)}"
             )
-    return _iterate(solver, problem, x0, mode, params, adjoint, as_progress(progress), bool(throw))
-
-
-def _report(progress: AbstractProgress | None, k, records):
-    if progress is not None:
-        jax.debug.callback(lambda k, r: progress(int(k), {n: float(v) for n, v in r.items()}), k, records)
+    number = register(as_progress(progress))
+    # The progress object stays on the host; the loop carries its number as data, so a new callback
+    # (a fresh lambda per call) reuses the compiled solve.
+    progress_number = None if number is None else jnp.asarray(number, jnp.int32)
+    return _iterate(solver, problem, x0, mode, params, adjoint, progress_number, bool(throw))
 
 
 @eqx.filter_jit
@@ -145,7 +144,7 @@ def _converged(solver, problem, x0, mode: Converged, params, progress):
     records = solver.records(state)
     history = {name: jnp.full((mode.max_steps + 1,), jnp.nan, jnp.result_type(float)).at[0].set(value)
                for name, value in records.items()}
-    _report(progress, 0, records)
+    report(progress, 0, records)
     done, result = solver.terminate(problem, state, mode)
 
     def cond(carry):
@@ -158,7 +157,7 @@ def _converged(solver, problem, x0, mode: Converged, params, progress):
         k = k + 1
         records = solver.records(state)
         history = {name: history[name].at[k].set(value) for name, value in records.items()}
-        _report(progress, k, records)
+        report(progress, k, records)
         done, result = solver.terminate(problem, state, mode)
         return state, k, done, result, history
 
@@ -171,13 +170,13 @@ def _converged(solver, problem, x0, mode: Converged, params, progress):
 def _unrolled(solver, problem, x0, mode: Unrolled, params, adjoint, progress):
     state = solver.init(problem, x0, jax.tree_util.tree_map(lambda p: p[0], params))
     records0 = solver.records(state)
-    _report(progress, 0, records0)
+    report(progress, 0, records0)
 
     def layer(carry, p):
         state, k = carry
         state = solver.step(problem, state, p)
         records = solver.records(state)
-        _report(progress, k + 1, records)
+        report(progress, k + 1, records)
         return (state, k + 1), records
 
     (state, k), records = adjoints.scan(layer, (state, jnp.asarray(0, jnp.int32)), params, mode.iterations, adjoint)

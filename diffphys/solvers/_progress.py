@@ -1,18 +1,25 @@
-"""Progress of an iterative solve, as an argument (no global state): nothing, printed lines, or a callback.
+"""Progress of an iterative solve: nothing, printed lines, or a callback.
 
 A progress object is called on the host, from inside the compiled loop, with the iteration number
-and that iteration's records (``cost``, ``gradient_norm``, ...). It is part of the compiled
-function's static configuration: equal progress objects reuse the compiled solve (two
-:class:`PrintProgress` with the same settings are equal; a :class:`CallbackProgress` is equal to
-another only with the same function object).
+and that iteration's records (``cost``, ``gradient_norm``, ...). It is **not** part of the compiled
+function: :func:`register` files it in a host-side table under a number, and the loop carries only
+that number (a traced integer) to :func:`report`. So every progress object, a fresh ``lambda`` each
+call included, reuses one compiled solve; only "no progress" and "some progress" compile apart.
+
+The table keeps the last :data:`TABLE_SIZE` objects (equal objects share one entry), so a solve
+compiled inside a user's own ``jax.jit`` keeps reporting on later calls. A report whose entry has
+been dropped is skipped.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 
 __all__ = ["AbstractProgress", "CallbackProgress", "PrintProgress", "as_progress"]
 
@@ -70,3 +77,35 @@ def as_progress(progress) -> AbstractProgress | None:
         f"progress must be None, True, 'lines', a PrintProgress/CallbackProgress or a callable "
         f"fn(iteration, records); got {progress!r}"
     )
+
+
+TABLE_SIZE = 1024
+_table: OrderedDict[int, AbstractProgress] = OrderedDict()
+_numbers = itertools.count()
+
+
+def register(progress: AbstractProgress | None) -> int | None:
+    """File ``progress`` in the host-side table; its number (``None`` for no progress)."""
+    if progress is None:
+        return None
+    for number, known in _table.items():
+        if known is progress or (type(known) is type(progress) and eqx.tree_equal(known, progress) is True):
+            _table.move_to_end(number)
+            return number
+    number = next(_numbers)
+    _table[number] = progress
+    while len(_table) > TABLE_SIZE:
+        _table.popitem(last=False)
+    return number
+
+
+def _dispatch(number, iteration, records):
+    progress = _table.get(int(number))
+    if progress is not None:
+        progress(int(iteration), {name: float(value) for name, value in records.items()})
+
+
+def report(number, iteration, records) -> None:
+    """Inside a compiled loop: send ``(iteration, records)`` to progress object ``number`` (none if ``None``)."""
+    if number is not None:
+        jax.debug.callback(_dispatch, number, iteration, records)
