@@ -81,7 +81,7 @@ class Solution(eqx.Module):
     def history(self) -> dict[str, np.ndarray]:
         """The per-iteration records as NumPy arrays, trimmed to the ``num_steps + 1`` points visited."""
         k = self.num_steps
-        return {name: np.asarray(values[: k + 1]) for name, values in self.stats["history"].items()}
+        return {name: np.asarray(values)[: k + 1] for name, values in self.stats["history"].items()}
 
 
 RESULT_NAMES = ("successful", "max_steps_reached", "nonfinite", "no_decrease", "linear_solve_failed")

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 def is_concrete(x) -> bool:
     """True when ``x`` has a value now (not a tracer inside jit/vmap/grad)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def array_module(*values):
+    """NumPy when every value is concrete (no compiled program for a construction-time check), else jax.numpy."""
+    return np if is_concrete(values) else jnp
 
 
 def check_field(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> None:

@@ -167,7 +167,8 @@ class Grid1D(eqx.Module):
     @property
     def x(self):
         """Cell-centre coordinates, shape ``(n,)``."""
-        return (jnp.arange(self.n) + 0.5) * self.dx
+        # NumPy, then one transfer (an explicit dtype: a plain jnp.asarray compiles a copy per shape)
+        return jnp.asarray((np.arange(self.n) + 0.5) * self.dx, dtype=jnp.result_type(float))
 
     @property
     def coordinates(self) -> tuple:
@@ -230,17 +231,17 @@ class Grid2D(eqx.Module):
     @property
     def x(self):
         """Cell-centre x coordinates, shape ``(nx,)``."""
-        return (jnp.arange(self.nx) + 0.5) * self.spacing[0]
+        return jnp.asarray((np.arange(self.nx) + 0.5) * self.spacing[0], dtype=jnp.result_type(float))
 
     @property
     def y(self):
         """Cell-centre y coordinates, shape ``(ny,)``."""
-        return (jnp.arange(self.ny) + 0.5) * self.spacing[1]
+        return jnp.asarray((np.arange(self.ny) + 0.5) * self.spacing[1], dtype=jnp.result_type(float))
 
     @property
     def coordinates(self) -> tuple:
         """``(X, Y)`` cell-centre coordinates, each of shape ``(nx, ny)`` (``ij`` indexing)."""
-        return tuple(jnp.meshgrid(self.x, self.y, indexing="ij"))
+        return tuple(jnp.asarray(c, dtype=jnp.result_type(float)) for c in np.meshgrid(np.asarray(self.x), np.asarray(self.y), indexing="ij"))
 
     @property
     def cell_volume(self) -> float:

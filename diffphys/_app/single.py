@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import equinox as eqx
+import jax
 import numpy as np
 
 from .. import io
@@ -45,6 +47,26 @@ def _solve(fourdvar, prior, solver: dict, progress) -> Solution:
     mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
     problem = fourdvar if prior is None else Composite(fourdvar, prior)
     return iterate(SOLVER_METHODS[solver["method"]](solver), problem, mode=mode, progress=progress, throw=False)
+
+
+@eqx.filter_jit
+def _window_outputs(fourdvar, v, truth, n_steps: int, steps: tuple[int, ...], estimating: str | None):
+    """What a window's outputs need, as one compiled program: the analysis control; the truth (if
+    known), background and analysis trajectories over ``n_steps`` at ``steps`` (the observed field of a tuple state);
+    the background's and analysis's observation equivalents."""
+    zero = fourdvar.zero_control()
+    if estimating is None:
+        analysis_control = _first_field(fourdvar.initial_state(v))
+    else:
+        analysis_control = getattr(fourdvar.model_for(v), estimating)
+    runs = {"background": (fourdvar.model_for(zero), fourdvar.initial_state(zero)),
+            "analysis": (fourdvar.model_for(v), fourdvar.initial_state(v))}
+    if truth is not None:
+        runs = {"truth": truth, **runs}
+    states = {name: _first_field(rollout(model, state, n_steps, save_at=steps)) for name, (model, state) in runs.items()}
+    equivalents = {"background": fourdvar.schedule.observe(fourdvar.trajectory(zero)),
+                   "analysis": fourdvar.schedule.observe(fourdvar.trajectory(v))}
+    return analysis_control, states, equivalents
 
 
 def _measure(history) -> tuple[str, object]:
@@ -98,29 +120,18 @@ class SingleWindowRun:
         self.measure, measures = _measure(history)
         if iterations not in reported:
             show(iterations, {"cost": costs[-1], self.measure: measures[-1]})
-        zero = fourdvar.zero_control()
-        if estimating is None:
-            analysis_control = np.asarray(_first_field(fourdvar.initial_state(v)))
-        else:
-            analysis_control = np.asarray(getattr(fourdvar.model_for(v), estimating)).reshape(problem.grid.shape)
-
         # Trajectories over the window at a few snapshots (the observed field of a tuple state).
         steps = tuple(int(s) for s in np.unique(np.rint(np.linspace(0, problem.n_steps, config["output"]["snapshots"]))))
-
-        def trajectory(model, state):
-            return np.asarray(_first_field(rollout(model, state, problem.n_steps, save_at=steps)))
-
-        runs = {"background": (fourdvar.model_for(zero), fourdvar.initial_state(zero)),
-                "analysis": (fourdvar.model_for(v), fourdvar.initial_state(v))}
-        if problem.truth_model is not None:
-            runs = {"truth": (problem.truth_model, problem.truth_state), **runs}
-        equivalents = {"background": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(zero))),
-                       "analysis": np.asarray(fourdvar.schedule.observe(fourdvar.trajectory(v)))}
+        truth = None if problem.truth_model is None else (problem.truth_model, problem.truth_state)
+        analysis_control, states, equivalents = jax.tree_util.tree_map(
+            np.asarray, _window_outputs(fourdvar, v, truth, problem.n_steps, steps, estimating)
+        )
+        analysis_control = analysis_control.reshape(problem.grid.shape)
         if problem.clean_observations is not None:
             equivalents = {"truth": problem.clean_observations, **equivalents}
         self.solution, self.costs, self.measures = solution, costs, measures
         self.analysis_control = analysis_control
-        self.states = {name: trajectory(*run) for name, run in runs.items()}
+        self.states = states
         self.times = np.asarray(steps) * fourdvar.model.dt
         self.equivalents = equivalents
 
@@ -147,7 +158,7 @@ class SingleWindowRun:
             f"{self.measure}_initial": float(measures[0]),
             f"{self.measure}_final": float(measures[-1]),
             "iterations": solution.num_steps,
-            "converged": bool(solution.converged),
+            "converged": solution.outcome == "successful",
             "result": solution.outcome,
             "solver": config["solver"]["method"],
             "innovation_rms_background": innovation["background"],
@@ -177,7 +188,7 @@ class SingleWindowRun:
         lines = []
         if summary["rmse_background"] is not None:
             lines.append(f"  rmse background {summary['rmse_background']:.4g} -> analysis {summary['rmse_analysis']:.4g}")
-        state = "converged" if self.solution.converged else f"stopped ({self.solution.outcome})"
+        state = "converged" if self.solution.outcome == "successful" else f"stopped ({self.solution.outcome})"
         lines.append(f"  {state} after {summary['iterations']} iterations; cost {summary['cost_initial']:.4g} -> "
                      f"{summary['cost_final']:.4g}")
         return lines

@@ -26,6 +26,7 @@ from jaxtyping import Array, Bool, Float
 from .._misc import tree_ravel
 from .._rollout import rollout
 from .._types import PyTree
+from .._validate import array_module
 from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
@@ -257,14 +258,14 @@ class StrongConstraint4DVar(AbstractProblem):
             name, model, control, background, B, allow_no_B=True
         )
         self.model, self.schedule, self.R = model, schedule, R
-        self.mask = jnp.isfinite(y)
+        self.mask = jnp.asarray(array_module(y).isfinite(y), dtype=bool)  # NumPy when concrete: no compiled program
         self.observations = y
         self.adjoint = check_loop_adjoint(name, adjoint)
 
     @property
     def n_observations(self) -> int:
         """The number of present (non-NaN) observations."""
-        return int(jnp.sum(self.mask))
+        return int(np.sum(np.asarray(self.mask)))
 
     def control(self, v):
         r"""$z = z_b + B^{1/2} v$ (part by part for a joint control; $z = v$ for a part without B)."""

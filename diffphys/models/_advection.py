@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import ADVECTION_SCHEMES, div_flux_advective
-from .._validate import check_field
+from .._validate import array_module, check_field
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ..schemes import AbstractScheme, time_scheme
@@ -92,7 +92,8 @@ def advective_tendency(u, velocity, grid: AbstractGrid, reconstruction: str):
 
 def advective_rate(velocity, grid: AbstractGrid):
     r"""$\sum_a \max|v_a| / h_a$, the advective spectral radius scale for the CFL condition."""
-    return sum(jnp.max(jnp.abs(velocity[a])) / h for a, h in enumerate(grid.spacing))
+    xp = array_module(velocity)
+    return sum(xp.max(xp.abs(xp.asarray(velocity[a]))) / h for a, h in enumerate(grid.spacing))
 
 
 def _velocity_field(velocity, grid: AbstractGrid):

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
+from .._validate import array_module
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ..schemes import AbstractScheme, time_scheme
@@ -68,7 +69,8 @@ class Heat(AbstractStepper):
         return div_kappa_grad_diagonal(self.kappa, self.grid) if part == "rhs" else None
 
     def spectral_bound(self):
-        kmax = jnp.max(self.kappa)
+        xp = array_module(self.kappa)
+        kmax = xp.max(xp.asarray(self.kappa))
         return "diffusion", sum(4.0 * kmax / h**2 for h in self.grid.spacing)
 
     def _state_shapes(self):

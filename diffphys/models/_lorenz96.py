@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._validate import is_concrete
+from .._validate import array_module, is_concrete
 from ..grid import AbstractGrid, Grid1D
 from ._base import AbstractStepper, as_field
 from ..schemes import AbstractImplicitScheme, AbstractScheme, time_scheme
@@ -76,7 +76,8 @@ class Lorenz96(AbstractStepper):
         return (jnp.roll(x, -1) - jnp.roll(x, 2)) * jnp.roll(x, 1) - x + self.forcing
 
     def spectral_bound(self):
-        return "oscillation", 1.0 + 4.0 * jnp.max(jnp.abs(self.forcing))
+        xp = array_module(self.forcing)
+        return "oscillation", 1.0 + 4.0 * xp.max(xp.abs(xp.asarray(self.forcing)))
 
     def _state_shapes(self):
         return (self.grid.shape,)

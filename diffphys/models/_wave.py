@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
+from .._validate import array_module
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ..schemes import AbstractScheme, time_scheme
@@ -78,8 +79,9 @@ class Wave(AbstractStepper):
         return None
 
     def spectral_bound(self):
-        c2max = jnp.max(self.speed) ** 2
-        return "oscillation", jnp.sqrt(sum(4.0 * c2max / h**2 for h in self.grid.spacing))
+        xp = array_module(self.speed)
+        c2max = xp.max(xp.asarray(self.speed)) ** 2
+        return "oscillation", xp.sqrt(sum(4.0 * c2max / h**2 for h in self.grid.spacing))
 
     def _state_shapes(self):
         return (self.grid.shape, self.grid.shape)

@@ -73,6 +73,13 @@ def twin_experiment(
     if not (isinstance(missing_fraction, (int, float)) and 0.0 <= missing_fraction < 1.0):
         raise ValueError(f"twin_experiment: missing_fraction must be in [0, 1), got {missing_fraction!r}")
     R = DiagonalR(schedule.per_observation(noise_sigma, "twin_experiment: noise_sigma"))
+    trajectory, clean, noisy, background = _simulate(model, truth, schedule, R, key, background, missing_fraction)
+    return TwinExperiment(truth, trajectory, noisy, clean, R, background)
+
+
+@eqx.filter_jit
+def _simulate(model, truth, schedule, R, key, background, missing_fraction):
+    """The experiment's arithmetic, one compiled program: truth run, observation, noise, gaps, background."""
     k_noise, k_missing, k_background = jax.random.split(key, 3)
     trajectory = rollout(model, truth, schedule.n_steps, save_at=schedule.steps)
     clean = schedule.observe(trajectory)
@@ -87,4 +94,4 @@ def twin_experiment(
             background = tuple(perturbed if i == schedule.field else f for i, f in enumerate(truth))
         else:
             background = truth + background.sample(k_background, truth)
-    return TwinExperiment(truth, trajectory, noisy, clean, R, background)
+    return trajectory, clean, noisy, background
