@@ -15,18 +15,24 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_steppers.py"
 
 
+def _run_quick(script: str, out) -> str:
+    """Run ``benchmarks/<script> --quick --out <out>``; assert it succeeded; its standard output."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / script), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
 def test_bench_steppers_quick(tmp_path):
     out = tmp_path / "x.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "dp/fused" in proc.stdout  # the table was printed
+    stdout = _run_quick("bench_steppers.py", out)
+    assert "dp/fused" in stdout  # the table was printed
 
     result = json.loads(out.read_text())
     for key in ("versions", "device", "dtype", "agreement", "records", "notes"):
@@ -70,13 +76,8 @@ def test_bench_steppers_quick(tmp_path):
 
 def test_bench_implicit_quick(tmp_path):
     """The implicit-gradient benchmark runs; IFT memory does not grow with the CG budget, unrolled does."""
-    script = SCRIPT.parent / "bench_implicit.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| workload | CG iterations K |" in proc.stdout
+    stdout = _run_quick("bench_implicit.py", tmp_path)
+    assert "| workload | CG iterations K |" in stdout
     result = json.loads((tmp_path / "implicit_float64_quick.json").read_text())
     assert result["agreement"]["max_relative_difference"] < 1e-8
     rows = {(r["workload"], r["cg_iterations"], r["gradient"]): r for r in result["rows"]}
@@ -87,17 +88,10 @@ def test_bench_implicit_quick(tmp_path):
         assert all(rows[(workload, k, g)]["finite"] for k in (10, 50) for g in ("ift", "unrolled"))
 
 
-ADJOINT_SCRIPT = SCRIPT.parent / "bench_adjoint.py"
-
-
 def test_bench_adjoint_quick(tmp_path):
     out = tmp_path / "adjoint.json"
-    proc = subprocess.run(
-        [sys.executable, str(ADJOINT_SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "grad/fwd" in proc.stdout
+    stdout = _run_quick("bench_adjoint.py", out)
+    assert "grad/fwd" in stdout
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["gradients_agree"] is True
     rows = result["records"]
@@ -114,14 +108,9 @@ def test_bench_adjoint_quick(tmp_path):
 
 def test_bench_compressed_sensing_quick(tmp_path):
     """The compressed-sensing benchmark runs: NumPy, the JAX loop and diffphys's AMP agree; the state evolution table is written."""
-    script = SCRIPT.parent / "bench_compressed_sensing.py"
     out = tmp_path / "cs.json"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Iterations to -35 dB" in proc.stdout and "state evolution vs measured" in proc.stdout
+    stdout = _run_quick("bench_compressed_sensing.py", out)
+    assert "Iterations to -35 dB" in stdout and "state evolution vs measured" in stdout
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["agreement"]["passed"] is True
     assert result["setup"]["rng"].startswith("numpy.random.RandomState") and result["setup"]["seed"] == 1
@@ -142,12 +131,8 @@ def test_bench_tv_prox_quick(tmp_path):
     """The TV prox benchmark runs: the exact 1D prox meets 1e-10 against BVLS; the 2D curve is well formed
     (pyproximal, an optional peer, is reported as 'not installed' when absent)."""
     out = tmp_path / "tv.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "bench_tv_prox.py"), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| n | segments | max error |" in proc.stdout
+    stdout = _run_quick("bench_tv_prox.py", out)
+    assert "| n | segments | max error |" in stdout
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["goal_1d_error_met"] is True
     assert all(_positive(r["seconds"]) and r["max_error"] <= 1e-10 for r in result["one_d"])
@@ -167,12 +152,8 @@ def test_bench_proximal_pde_quick(tmp_path):
     both reach, the inexact ADMM takes fewer CG products than the tight one, and the L1 estimate finds at least
     as much of the true support as the best Gaussian-B estimate."""
     out = tmp_path / "prox.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "bench_proximal_pde.py"), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| solver | iterations run |" in proc.stdout and "| estimate | rel. error |" in proc.stdout
+    stdout = _run_quick("bench_proximal_pde.py", out)
+    assert "| solver | iterations run |" in stdout and "| estimate | rel. error |" in stdout
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["dtype"] == "float64"
     setup = result["setup"]
@@ -222,3 +203,32 @@ def test_bench_proximal_pde_quick(tmp_path):
     assert best["lambda"] == result["lambda"]["best"]
     assert min(r["relative_error"] for r in result["l1_only_sweep"]) == recovery["l1_only"]["relative_error"]
     assert min(r["relative_error"] for r in result["gaussian_sweep"]) == recovery["gaussian"]["relative_error"]
+
+
+def test_bench_covariance_quick(tmp_path):
+    """The covariance benchmark runs: the spectral B^{1/2} equals the explicit sweeps at every size (checked by
+    the script, exit 1 otherwise), and the Gauss–Newton scaling fit is written."""
+    stdout = _run_quick("bench_covariance.py", tmp_path)
+    assert "| N | sweeps M | spectral B^1/2 |" in stdout and "GN solve time ~ N^" in stdout
+    result = json.loads((tmp_path / "covariance_quick.json").read_text())
+    assert result["quick"] is True and [r["n"] for r in result["apply"]] == [128, 256, 512]
+    for r in result["apply"]:
+        assert r["relative_difference"] <= 1e-10 and _positive(r["spectral_s"]) and _positive(r["sweeps_s"])
+        assert r["sweeps_M"] == math.ceil((result["length_scale"] * r["n"]) ** 2)  # M = ceil(L^2/h^2)
+    assert all(_positive(r["solve_s"]) and _positive(r["rollout_s"]) for r in result["gauss_newton"])
+    assert math.isfinite(result["solve_exponent"]) and math.isfinite(result["rollout_exponent"])
+
+
+def test_bench_latency_quick(tmp_path):
+    """The latency benchmark runs heat1d-sparse in a fresh process: the cold run compiles, the warm run
+    compiles nothing (every program is reused), and the Hessian–vector product ratios are written."""
+    stdout = _run_quick("bench_latency.py", tmp_path)
+    assert "| case | process (s) | cold run (s) |" in stdout and "J^T J d (linearised once)" in stdout
+    result = json.loads((tmp_path / "latency_quick.json").read_text())
+    (row,) = result["cases"]
+    assert row["case"] == "heat1d-sparse" and row["cold"]["programs"] >= 1 and row["warm"]["programs"] == 0
+    assert row["cold"]["iterations"] == row["warm"]["iterations"] >= 1
+    assert 0 < row["cold"]["compile_s"] < row["cold"]["wall_s"]
+    (hvp,) = result["hvp"]
+    assert hvp["case"] == "heat1d-sparse" and hvp["control_size"] == 128
+    assert all(_positive(hvp[k]) for k in ("residual_s", "hvp_amortised_s", "hvp_relinearised_s"))

@@ -1,0 +1,147 @@
+"""Latency of `diffphys run`: cold and warm wall time, compile share and compiled programs per case;
+the cost of one Gauss–Newton Hessian–vector product against one residual evaluation.
+
+Each case runs in a fresh Python process (no compiled code carried over, no persistent compilation
+cache): the first `run_case` is the cold run a user waits for, the second in the same process the
+warm one. Compilation is counted and timed with JAX's own monitoring events
+(``diffphys._compile_monitor.CompileMonitor``: XLA programs built; tracing + lowering + XLA time).
+
+The Hessian–vector product is that of Gauss–Newton's inner solve, $d \\mapsto J^\\top J d$, on the
+case's 4D-Var problem (heat1d-sparse: linear in its initial-state control; heat2d-diffusivity:
+nonlinear in its log-diffusivity control): linearised once per outer iteration (``jax.linearize`` +
+``jax.linear_transpose``) and applied by CG, so its amortised cost is one tangent-linear and one
+adjoint pass; also shown with the linearisation written inside the loop (XLA hoists what does not
+depend on the loop variable, so this is not slower in practice). Each figure is the slope of the
+time of ``n`` applications inside one compiled loop (n = 0 and 20, or 10), so call overhead cancels.
+
+    python benchmarks/bench_latency.py            # heat1d-sparse, wave1d-initial, heat2d-diffusivity, advection2d-sparse
+    python benchmarks/bench_latency.py --quick    # heat1d-sparse only (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+
+from _common import median_time, write_json
+
+CASES = ("heat1d-sparse", "wave1d-initial", "heat2d-diffusivity", "advection2d-sparse")
+HVP_CASES = (("heat1d-sparse", 20), ("heat2d-diffusivity", 10))  # (case, products timed per loop)
+
+
+def _child(case_name: str) -> dict:
+    """Run one case twice in this (fresh) process; its timings and compile counts."""
+    started = time.perf_counter()
+    jax.config.update("jax_enable_x64", True)
+    from diffphys._app.runner import run_case
+    from diffphys._compile_monitor import CompileMonitor
+    from diffphys.cases import load_case
+
+    import_s = time.perf_counter() - started
+    case = load_case(case_name)
+    runs = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as out, CompileMonitor() as monitor:
+            start = time.perf_counter()
+            summary = run_case(case, Path(out), progress=None)
+            wall = time.perf_counter() - start
+        runs.append({"wall_s": wall, "compile_s": monitor.seconds, "programs": monitor.programs,
+                     "iterations": summary["iterations"]})
+    return {"case": case_name, "import_s": import_s, "cold": runs[0], "warm": runs[1]}
+
+
+def _hvp_ratios(case_name: str, applications: int = 20) -> dict:
+    """Seconds per residual evaluation and per Gauss–Newton product J^T J d, and their ratios."""
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from diffphys.cases import build_problem, load_case
+
+    problem = build_problem(load_case(case_name)).fourdvar
+    x, unravel = ravel_pytree(problem.zero_control())
+    residual = lambda w: problem.residuals(unravel(w))
+    d = jnp.sin(jnp.arange(x.size, dtype=x.dtype))
+
+    def residual_loop(n):
+        return jax.jit(lambda w: jax.lax.fori_loop(0, n, lambda i, u: u + 1e-30 * jnp.sum(residual(u)), w))
+
+    def product_loop(n, relinearise):
+        def run(w, v):
+            def normal(v):
+                _, tangent = jax.linearize(residual, w)
+                return jax.linear_transpose(tangent, w)(tangent(v))[0]
+            if relinearise:
+                return jax.lax.fori_loop(0, n, lambda i, u: normal(u) * 1e-3 + v, v)
+            _, tangent = jax.linearize(residual, w)
+            adjoint = jax.linear_transpose(tangent, w)
+            return jax.lax.fori_loop(0, n, lambda i, u: adjoint(tangent(u))[0] * 1e-3 + v, v)
+        return jax.jit(run)
+
+    def slope(make, *args):
+        none, many = make(0), make(applications)  # compiled once each, timed after a warm-up call
+        t0 = median_time(lambda: none(*args), repeats=5)
+        tn = median_time(lambda: many(*args), repeats=5)
+        return max(tn - t0, 0.0) / applications
+
+    r = slope(residual_loop, x)
+    amortised = slope(lambda n: product_loop(n, False), x, d)
+    relinearised = slope(lambda n: product_loop(n, True), x, d)
+    return {"case": case_name, "control_size": int(x.size), "residual_s": r, "hvp_amortised_s": amortised,
+            "hvp_relinearised_s": relinearised, "hvp_over_residual": amortised / r,
+            "hvp_relinearised_over_residual": relinearised / r}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="heat1d-sparse only")
+    parser.add_argument("--cases", nargs="*", default=None, help=f"built-in cases (default {', '.join(CASES)})")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child)))
+        return 0
+    cases = args.cases or (("heat1d-sparse",) if args.quick else CASES)
+    rows = []
+    for name in cases:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["process_s"] = time.perf_counter() - start
+        rows.append(row)
+    print("\n| case | process (s) | cold run (s) | compile share | programs | warm run (s) | warm programs | iterations |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cold, warm = r["cold"], r["warm"]
+        print(f"| {r['case']} | {r['process_s']:.1f} | {cold['wall_s']:.2f} | {cold['compile_s'] / cold['wall_s']:.0%} | "
+              f"{cold['programs']} | {warm['wall_s']:.2f} | {warm['programs']} | {cold['iterations']} |")
+    jax.config.update("jax_enable_x64", True)
+    hvp = [_hvp_ratios(name, applications) for name, applications in HVP_CASES[: 1 if args.quick else None]]
+    print("\n| case | control size | residual | J^T J d (linearised once) | ratio | J^T J d (relinearised) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for h in hvp:
+        print(f"| {h['case']} | {h['control_size']} | {h['residual_s'] * 1e3:.3f} ms | "
+              f"{h['hvp_amortised_s'] * 1e3:.3f} ms | {h['hvp_over_residual']:.2f} | "
+              f"{h['hvp_relinearised_s'] * 1e3:.3f} ms | {h['hvp_relinearised_over_residual']:.2f} |")
+    result = {"versions": {"jax": jax.__version__, "python": platform.python_version()},
+              "device": {"backend": jax.default_backend(), "description": str(jax.devices()[0])},
+              "dtype": "float64", "quick": args.quick, "cases": rows, "hvp": hvp}
+    path = args.out / f"latency{'_quick' if args.quick else ''}.json"
+    write_json(path, result)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
