@@ -165,7 +165,6 @@ class DiffusionB(AbstractCovariance):
     length_scale: tuple[float, ...] = eqx.field(static=True)
     steps: tuple[int, ...] = eqx.field(static=True)
     alphas: tuple[float, ...] = eqx.field(static=True)
-    symbols: tuple[Float[Array, " k"], ...]
     inverse_sqrt_diagonal: Float[Array, "*grid"]
 
     def __init__(self, grid: AbstractGrid, sigma, length_scale: float | Sequence[float]):
@@ -190,23 +189,25 @@ class DiffusionB(AbstractCovariance):
         self.length_scale = tuple(float(s) for s in scales)
         self.steps = tuple(max(1, math.ceil(s**2 / h**2)) for s, h in zip(scales, grid.spacing))
         self.alphas = tuple(s**2 / (4.0 * m) for s, m in zip(scales, self.steps))
-        symbols, diagonal = [], np.ones(())
-        for a, (n, h) in enumerate(zip(grid.shape, grid.spacing)):
-            symbols.append(_symbol(n, h, self.alphas[a], self.steps[a], self._periodic(a)))
-            d = _diagonal_of_square(n, symbols[-1], self._periodic(a))
+        diagonal = np.ones(())
+        for a, symbol in enumerate(self._symbols()):
+            d = _diagonal_of_square(grid.shape[a], symbol, self._periodic(a))
             diagonal = diagonal[..., None] * d if a else d
-        dtype = jnp.result_type(float)
-        self.symbols = tuple(jnp.asarray(s, dtype=dtype) for s in symbols)
-        self.inverse_sqrt_diagonal = jnp.asarray(1.0 / np.sqrt(diagonal), dtype=dtype)
+        self.inverse_sqrt_diagonal = jnp.asarray(1.0 / np.sqrt(diagonal), dtype=jnp.result_type(float))
 
     def _periodic(self, axis: int) -> bool:
         return isinstance(self.grid.bc[axis][0], Periodic)
 
+    def _symbols(self) -> list[np.ndarray]:
+        """G's eigenvalues along each axis: fixed by the static settings (constants, not parameters)."""
+        return [_symbol(n, h, self.alphas[a], self.steps[a], self._periodic(a))
+                for a, (n, h) in enumerate(zip(self.grid.shape, self.grid.spacing))]
+
     @eqx.filter_jit
     def _smooth(self, u):
         """Apply the symmetric diffusion filter G, axis by axis in its eigenbasis (one compiled program)."""
-        for a, symbol in enumerate(self.symbols):
-            u = _along(u, a, symbol, self._periodic(a))
+        for a, symbol in enumerate(self._symbols()):
+            u = _along(u, a, jnp.asarray(symbol, dtype=u.dtype), self._periodic(a))
         return u
 
     def _check(self, name: str, u):
