@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["median_time", "write_json"]
+__all__ = ["environment", "median_time", "write_json"]
 
 
 def median_time(fn, repeats: int = 3, budget_s: float = 60.0) -> float:
@@ -29,6 +30,12 @@ def median_time(fn, repeats: int = 3, budget_s: float = 60.0) -> float:
         if sum(times) > budget_s:
             break
     return statistics.median(times)
+
+
+def environment(dtype: str = "float64") -> dict:
+    """What a result was measured with: versions, the device and the dtype (the JSON's common header)."""
+    return {"versions": {"jax": jax.__version__, "python": platform.python_version()},
+            "device": {"backend": jax.default_backend(), "description": str(jax.devices()[0])}, "dtype": dtype}
 
 
 def write_json(path: Path, data) -> None:

@@ -20,14 +20,13 @@ own exponent at a fixed step count shown beside it).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from _common import median_time, write_json
+from _common import environment, median_time, write_json
 
 
 def _sweeps(B):
@@ -110,9 +109,7 @@ def main(argv=None) -> int:
         print(f"| {r['n']} | {r['solve_s'] * 1e3:.1f} ms | {r['rollout_s'] * 1e3:.2f} ms | {r['solve_s'] / r['rollout_s']:.0f} |")
     print(f"\nGN solve time ~ N^{exponent:.2f} (rollout ~ N^{rollout_exponent:.2f}) at a fixed step count")
 
-    result = {"versions": {"jax": jax.__version__, "python": platform.python_version()},
-              "device": {"backend": jax.default_backend(), "description": str(jax.devices()[0])},
-              "dtype": "float64", "quick": args.quick, "length_scale": length, "apply": rows,
+    result = {**environment(), "quick": args.quick, "length_scale": length, "apply": rows,
               "gauss_newton": gn_rows, "solve_exponent": exponent, "rollout_exponent": rollout_exponent}
     path = args.out / f"covariance{'_quick' if args.quick else ''}.json"
     write_json(path, result)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import jax
 
-from _common import median_time, write_json
+from _common import environment, median_time, write_json
 
 CASES = ("heat1d-sparse", "wave1d-initial", "heat2d-diffusivity", "advection2d-sparse")
 HVP_CASES = (("heat1d-sparse", 20), ("heat2d-diffusivity", 10))  # (case, products timed per loop)
@@ -134,9 +133,7 @@ def main(argv=None) -> int:
         print(f"| {h['case']} | {h['control_size']} | {h['residual_s'] * 1e3:.3f} ms | "
               f"{h['hvp_amortised_s'] * 1e3:.3f} ms | {h['hvp_over_residual']:.2f} | "
               f"{h['hvp_relinearised_s'] * 1e3:.3f} ms | {h['hvp_relinearised_over_residual']:.2f} |")
-    result = {"versions": {"jax": jax.__version__, "python": platform.python_version()},
-              "device": {"backend": jax.default_backend(), "description": str(jax.devices()[0])},
-              "dtype": "float64", "quick": args.quick, "cases": rows, "hvp": hvp}
+    result = {**environment(), "quick": args.quick, "cases": rows, "hvp": hvp}
     path = args.out / f"latency{'_quick' if args.quick else ''}.json"
     write_json(path, result)
     print(f"wrote {path}")
