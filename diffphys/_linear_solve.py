@@ -1,7 +1,7 @@
 r"""Matrix-free Krylov solves of $A x = b$ whose derivatives are one more (transposed) solve.
 
 The operator is a function ``matvec(x) -> A x`` (applied through the stencils, never assembled);
-the Krylov iterations come from lineax (CG, GMRES, BiCGStab) and run inside
+the Krylov iterations (CG here; GMRES and BiCGStab from lineax) run inside
 ``jax.lax.custom_linear_solve``, so differentiation never goes *through* the iterations: with
 respect to ``b`` and to the arrays inside ``matvec`` (κ, c, ...) the tangent is
 $\dot x = A^{-1}(\dot b - \dot A x)$ and the reverse-mode cotangent is one solve with $A^\top$.
@@ -13,7 +13,15 @@ solution, a :class:`~diffphys.RESULTS` code, and ``stats``: ``num_steps`` and th
 residual reached and what to change.
 
 References: Y. Saad, *Iterative Methods for Sparse Linear Systems*, 2nd ed., SIAM 2003 (CG,
-GMRES, BiCGStab, Jacobi preconditioning); the lineax documentation for the implementations.
+GMRES, BiCGStab, Jacobi preconditioning); J. R. Shewchuk, "An introduction to the conjugate gradient
+method without the agonizing pain" (1994), B.2 (the periodically recomputed residual); the lineax
+documentation for GMRES and BiCGStab.
+
+CG is written here rather than taken from lineax because of what it costs to compile: lineax's CG
+calls the operator at three places (the initial residual, the iteration and the periodic residual
+refresh) and the final residual check adds a fourth, and XLA compiles each call site separately.
+For Gauss–Newton the operator is a tangent-linear plus an adjoint model run, so that was eight
+copies of the model in one program. :func:`_conjugate_gradient` calls it at one place.
 """
 
 from __future__ import annotations
@@ -97,6 +105,72 @@ class LinearSolver(eqx.Module):
         return self.method
 
 
+_REFRESH_EVERY = 10  # CG recomputes its residual as b - A x every this many steps (as lineax does)
+_STEP, _REFRESH, _FINAL = 0, 1, 2  # what one trip of the CG loop does
+
+
+def _conjugate_gradient(matvec, b, rtol, atol, max_steps: int, inverse_diagonal):
+    r"""Preconditioned conjugate gradients from $x_0 = 0$, calling ``matvec`` at one place only.
+
+    The recurrences, stopping test and residual refresh are lineax's CG, so are the iterates; the
+    control flow differs. Each trip of the loop applies $A$ once: to $p$ on a CG step, to $x$ on a
+    refresh, which replaces the recurrence residual by $b - Ax$ (after every 10th step, as lineax,
+    and once at the end, so that the residual returned is the true one).
+
+    Stops when $\max_i |r_i| / (\mathrm{atol} + \mathrm{rtol}|b_i|) \le 1$ and
+    $\max_i |\Delta x_i| / (\mathrm{atol} + \mathrm{rtol}|x_i|) \le 1$, after ``max_steps`` steps,
+    or when $\gamma = r^	op M^{-1} r$ is no longer positive; a breakdown ($|p^	op A p|$ below
+    round-off of $\gamma$) makes the iterate NaN, which the caller reports as ``nonfinite``.
+
+    **Returns:** ``(x, steps, r)``: the iterate, the CG steps taken and the residual $b - Ax$.
+    """
+    leaves = jtu.tree_leaves(b)
+    dtype = jnp.result_type(*leaves)
+    breakdown = 2 * jnp.finfo(dtype).eps * sum(leaf.size for leaf in leaves)  # lineax's threshold
+    tree_map = jtu.tree_map
+
+    def precondition(r):
+        return r if inverse_diagonal is None else tree_map(jnp.multiply, inverse_diagonal, r)
+
+    def dot(u, v):
+        return sum(jnp.vdot(a, c) for a, c in zip(jtu.tree_leaves(u), jtu.tree_leaves(v)))
+
+    def select(flag, u, v):
+        return tree_map(lambda a, c: jnp.where(flag, a, c), u, v)
+
+    def small(vector, reference):
+        return max_norm(tree_map(lambda v, s: v / (atol + rtol * jnp.abs(s)), vector, reference)) <= 1
+
+    def trip(state):
+        x, r, p, gamma, update, steps, kind, _ = state
+        stepping = kind == _STEP
+        applied = matvec(select(stepping, p, x))  # the one call of the operator
+        curvature = dot(applied, p)
+        alpha = jnp.where(jnp.abs(curvature) > breakdown * jnp.abs(gamma), gamma / curvature, jnp.nan)
+        update = select(stepping, tree_map(lambda v: alpha * v, p), update)
+        x = select(stepping, tree_map(jnp.add, x, update), x)
+        steps = jnp.where(stepping, steps + 1, steps)
+        r = select(stepping, tree_map(lambda v, w: v - alpha * w, r, applied), tree_map(jnp.subtract, b, applied))
+        refresh_next = stepping & (steps % _REFRESH_EVERY == 0)
+        advance = ~refresh_next & (kind != _FINAL)
+        z = precondition(r)
+        gamma_next = dot(z, r)
+        p = select(advance, tree_map(lambda v, w: v + (gamma_next / gamma) * w, z, p), p)
+        gamma = jnp.where(advance, gamma_next, gamma)
+        going = (gamma > 0) & (steps < max_steps) & ~(small(r, b) & small(update, x))
+        kind_next = jnp.where(refresh_next, _REFRESH, jnp.where(going, _STEP, _FINAL))
+        # a refresh that stops the iteration has already computed the true residual
+        done = (kind == _FINAL) | ((kind == _REFRESH) & ~going)
+        return x, r, p, gamma, update, steps, kind_next, done
+
+    z = precondition(b)
+    gamma = dot(z, b)
+    start = (tree_map(jnp.zeros_like, b), b, z, gamma, tree_map(lambda v: jnp.full_like(v, jnp.inf), b),
+             jnp.asarray(0, jnp.int32), jnp.asarray(_STEP), ~(gamma > 0))
+    x, r, *_, steps, _, _ = lax.while_loop(lambda state: ~state[-1], trip, start)
+    return x, steps, r
+
+
 def _krylov(matvec, b, settings: LinearSolver, spd: bool, inverse_diagonal):
     """Run the Krylov method on ``matvec(x) = b`` (no derivatives needed here); returns ``(x, (result, stats))``."""
     method = settings.resolved_method(spd)
@@ -104,12 +178,18 @@ def _krylov(matvec, b, settings: LinearSolver, spd: bool, inverse_diagonal):
     rtol = settings.rtol if settings.rtol is not None else default_rtol(dtype)
     b_norm = max_norm(b)
     atol = settings.atol + rtol * b_norm
-    structure = jax.eval_shape(lambda: b)
-    tags = (lx.symmetric_tag, lx.positive_semidefinite_tag) if method == "cg" else ()
-    operator = lx.FunctionLinearOperator(matvec, structure, tags=tags)
     if method == "cg":
-        solver = lx.CG(rtol=rtol, atol=atol, max_steps=settings.max_steps)
-    elif method == "gmres":
+        x, steps, residual = _conjugate_gradient(matvec, b, rtol, atol, settings.max_steps, inverse_diagonal)
+        relative = max_norm(residual) / jnp.where(b_norm > 0, b_norm, 1.0)
+        result = RESULTS.where(
+            all_finite(x),
+            RESULTS.where(steps == settings.max_steps, RESULTS.max_steps_reached, RESULTS.successful),
+            RESULTS.nonfinite,
+        )
+        return x, (result, {"num_steps": steps, "residual": relative})
+    structure = jax.eval_shape(lambda: b)
+    operator = lx.FunctionLinearOperator(matvec, structure)
+    if method == "gmres":
         solver = lx.GMRES(rtol=rtol, atol=atol, max_steps=settings.max_steps, restart=settings.restart)
     else:
         solver = lx.BiCGStab(rtol=rtol, atol=atol, max_steps=settings.max_steps)
