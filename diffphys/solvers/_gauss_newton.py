@@ -10,8 +10,13 @@ are solved matrix-free by conjugate gradients; then $x_{k+1} = x_k + \alpha_k\de
 
 * ``globalization="levenberg_marquardt"`` (default): $\lambda_k$ adapts from the ratio of actual
   to predicted decrease (Nielsen's rule); a step that does not decrease the cost is retried with
-  more damping. Monotone, to the cost's round-off: a step whose effect is below $64\,\varepsilon|\Phi|$
-  is judged by the gradient norm instead (see ``xtol`` below).
+  more damping. The predicted decrease $-(g^\top\delta + \tfrac12\|J\delta\|^2)
+  = \tfrac12(\lambda\|\delta\|^2 - g^\top\delta)$ follows from CG's Galerkin condition
+  $\delta^\top(J^\top J + \lambda I)\delta = -g^\top\delta$ (CG from zero, truncated or not), so it
+  costs no tangent-linear run (K. Madsen, H. B. Nielsen, O. Tingleff, *Methods for non-linear
+  least squares problems*, IMM DTU 2004, where it is the exact-solve form). Monotone, to the
+  cost's round-off: a step whose effect is below $64\,\varepsilon|\Phi|$ is judged by the
+  gradient norm instead (see ``xtol`` below).
 * ``"line_search"``: $\lambda = 0$, $\alpha$ halved (Armijo backtracking) until the cost decreases
   enough. Monotone in the same sense.
 * ``"none"``: plain damped steps with the parameters' $\lambda_k = e^{\ell_k}$ and $\alpha_k$, no
@@ -149,7 +154,7 @@ class GaussNewton(AbstractIterativeSolver):
         x_flat, unravel = ravel_pytree(state.x)
         residual = _flat_residual(problem, state.x)
         cost_fn = lambda w: half_squared_norm(residual(w))
-        r, tangent = jax.linearize(residual, x_flat)
+        _, tangent = jax.linearize(residual, x_flat)
         adjoint = jax.linear_transpose(tangent, x_flat)
         g, j = state.gradient, state.cost
         if self.globalization == "none":
@@ -166,8 +171,11 @@ class GaussNewton(AbstractIterativeSolver):
             lam, alpha, nu, _, tries, cg, (_, _, first_predicted, _, _) = a
             inner_solution = _damped_solve(tangent, adjoint, g, lam, self.inner)
             delta = inner_solution.value
-            jd = tangent(delta)
-            predicted = -(jnp.vdot(r, jd) + 0.5 * jnp.vdot(jd, jd)) if levenberg else -alpha * jnp.vdot(g, delta)
+            # The model's decrease -(g^T delta + |J delta|^2 / 2) without another tangent-linear run: CG
+            # from zero leaves its residual orthogonal to delta, delta^T (J^T J + lam I) delta = -g^T delta,
+            # so it is (lam |delta|^2 - g^T delta) / 2 (a sum of two non-negative terms).
+            gd = jnp.vdot(g, delta)
+            predicted = 0.5 * (lam * jnp.vdot(delta, delta) - gd) if levenberg else -alpha * gd
             # The trial's gradient comes with its cost (one forward and one adjoint pass): an
             # accepted step then needs no further evaluation.
             trial_cost, trial_gradient = jax.value_and_grad(cost_fn)(x_flat + alpha * delta)
