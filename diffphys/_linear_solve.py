@@ -119,7 +119,7 @@ def _conjugate_gradient(matvec, b, rtol, atol, max_steps: int, inverse_diagonal)
 
     Stops when $\max_i |r_i| / (\mathrm{atol} + \mathrm{rtol}|b_i|) \le 1$ and
     $\max_i |\Delta x_i| / (\mathrm{atol} + \mathrm{rtol}|x_i|) \le 1$, after ``max_steps`` steps,
-    or when $\gamma = r^	op M^{-1} r$ is no longer positive; a breakdown ($|p^	op A p|$ below
+    or when $\gamma = r^\top M^{-1} r$ is no longer positive; a breakdown ($|p^\top A p|$ below
     round-off of $\gamma$) makes the iterate NaN, which the caller reports as ``nonfinite``.
 
     **Returns:** ``(x, steps, r)``: the iterate, the CG steps taken and the residual $b - Ax$.
