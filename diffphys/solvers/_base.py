@@ -95,6 +95,17 @@ class AbstractIterativeSolver(eqx.Module):
         """
 
     @property
+    def deferred_init(self) -> bool:
+        """Whether :meth:`init` leaves the starting point unevaluated, for the first :meth:`step` to evaluate.
+
+        A solver whose step evaluates the model at one place can evaluate $x_0$ there too, so the
+        model is compiled once rather than once in ``init`` and once in ``step``. The converged
+        driver then runs one extra trip first and records its state as iteration 0. Default
+        ``False``; unrolled layers always get an evaluated starting state.
+        """
+        return False
+
+    @property
     def unrollable(self) -> bool:
         """Whether :meth:`step` is reverse-mode differentiable (no data-dependent loops), as unrolled mode needs."""
         return True

@@ -142,10 +142,14 @@ def _iterate(solver, problem, x0, mode, params, adjoint, progress, throw):
 def _converged(solver, problem, x0, mode: Converged, params, progress):
     state = solver.init(problem, x0, params)
     records = solver.records(state)
-    history = {name: jnp.full((mode.max_steps + 1,), jnp.nan, jnp.result_type(float)).at[0].set(value)
-               for name, value in records.items()}
-    report(progress, 0, records)
-    done, result = solver.terminate(problem, state, mode)
+    history = {name: jnp.full((mode.max_steps + 1,), jnp.nan, jnp.result_type(float)) for name in records}
+    if solver.deferred_init:  # the loop's first trip evaluates x0: it is iteration 0
+        k, done, result = -1, jnp.asarray(False), RESULTS.successful
+    else:
+        k = 0
+        history = {name: history[name].at[0].set(value) for name, value in records.items()}
+        report(progress, 0, records)
+        done, result = solver.terminate(problem, state, mode)
 
     def cond(carry):
         _, k, done, _, _ = carry
@@ -161,7 +165,7 @@ def _converged(solver, problem, x0, mode: Converged, params, progress):
         done, result = solver.terminate(problem, state, mode)
         return state, k, done, result, history
 
-    carry = (state, jnp.asarray(0, jnp.int32), done, result, history)
+    carry = (state, jnp.asarray(k, jnp.int32), done, result, history)
     state, k, done, result, history = lax.while_loop(cond, body, carry)
     result = RESULTS.where(done, result, RESULTS.max_steps_reached)
     return result, k, history, state
