@@ -216,6 +216,7 @@ def test_bench_covariance_quick(tmp_path):
         assert r["relative_difference"] <= 1e-10 and _positive(r["spectral_s"]) and _positive(r["sweeps_s"])
         assert r["sweeps_M"] == math.ceil((result["length_scale"] * r["n"]) ** 2)  # M = ceil(L^2/h^2)
     assert all(_positive(r["solve_s"]) and _positive(r["rollout_s"]) for r in result["gauss_newton"])
+    assert all(r["outer_iterations"] >= 1 and r["cg_iterations"] >= r["outer_iterations"] for r in result["gauss_newton"])
     assert math.isfinite(result["solve_exponent"]) and math.isfinite(result["rollout_exponent"])
 
 
