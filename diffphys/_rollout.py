@@ -152,17 +152,37 @@ def _advance(step: Callable, state, n: int, every: int | None):
     return state
 
 
+_MAX_SCAN_RUNS = 2
+"""Save intervals in more runs of equal length than this are stepped by one scan when it fits (below)."""
+_MAX_KEPT_STATES = 2**20
+"""That scan keeps every state: at most this many numbers (8 MB in float64)."""
+
+
+def _scan_keeping_every_state(step: Callable, state, steps: tuple[int, ...]):
+    """All ``steps[-1]`` steps in one ``lax.scan`` that outputs every state; the saved ones are picked after."""
+    _, states = lax.scan(lambda y, _: (lambda w: (w, w))(step(y)), state, None, length=steps[-1])
+    rows = np.asarray(steps)
+    return jax.tree_util.tree_map(lambda y, ys: jnp.concatenate([y[None], ys], axis=0)[rows], state, states)
+
+
 @eqx.filter_jit
 def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_finite: bool):
     gaps = np.diff((0,) + steps)
-    outputs = []
-    y = state
-    for gap, run in itertools.groupby(gaps):
-        count = len(list(run))
-        segment = lambda z, _, gap=int(gap): (lambda w: (w, w))(_advance(stepper, z, gap, every))
-        y, saved = lax.scan(segment, y, None, length=count)
-        outputs.append(saved)
-    trajectory = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outputs)
+    runs = [(int(gap), len(list(run))) for gap, run in itertools.groupby(gaps)]
+    size = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))
+    if every is None and len(runs) > _MAX_SCAN_RUNS and steps[-1] * size <= _MAX_KEPT_STATES:
+        # Each run of equal save intervals below is a scan of its own, a separately compiled copy of
+        # the stepper, so irregular save steps would multiply the program by the number of runs. One
+        # scan keeps every state instead; reverse mode keeps as many anyway (as its residuals).
+        trajectory = _scan_keeping_every_state(stepper, state, steps)
+    else:
+        outputs = []
+        y = state
+        for gap, count in runs:
+            segment = lambda z, _, gap=gap: (lambda w: (w, w))(_advance(stepper, z, gap, every))
+            y, saved = lax.scan(segment, y, None, length=count)
+            outputs.append(saved)
+        trajectory = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *outputs)
     if check_finite:
         trajectory = _error_if_not_finite(trajectory, steps)
     return trajectory
