@@ -1,5 +1,7 @@
 """Latency of `diffphys run`: cold and warm wall time, compile share and compiled programs per case;
-the cost of one Gauss–Newton Hessian–vector product against one residual evaluation.
+the cost of one Gauss–Newton Hessian–vector product against one residual evaluation; what a rollout
+with irregular save steps costs to compile and to run (one scan against one scan per run of equal
+intervals).
 
 Each case runs in a fresh Python process (no compiled code carried over, no persistent compilation
 cache): the first `run_case` is the cold run a user waits for, the second in the same process the
@@ -15,7 +17,7 @@ depend on the loop variable, so this is not slower in practice). Each figure is 
 time of ``n`` applications inside one compiled loop (n = 0 and 20, or 10), so call overhead cancels.
 
     python benchmarks/bench_latency.py            # heat1d-sparse, wave1d-initial, heat2d-diffusivity, advection2d-sparse
-    python benchmarks/bench_latency.py --quick    # heat1d-sparse only (the smoke test)
+    python benchmarks/bench_latency.py --quick    # heat1d-sparse only, 200-step rollouts (the smoke test)
 """
 
 from __future__ import annotations
@@ -98,6 +100,42 @@ def _hvp_ratios(case_name: str, applications: int = 20) -> dict:
             "hvp_relinearised_over_residual": relinearised / r}
 
 
+def _irregular_saves(scheme: str, n_steps: int, cells: int = 256) -> dict:
+    """A rollout saved at irregular steps: diffphys (one scan keeping every state) against nested scans, one per
+    run of equal save intervals (a plain JAX loop; what diffphys compiled before). Compile seconds and XLA loops
+    of the forward and gradient programs, and their run times."""
+    import itertools
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    import diffphys as dp
+
+    model = dp.Heat(dp.Grid1D(cells, 1.0, bc="neumann"), 0.01, scheme=scheme)
+    u0 = jnp.sin(model.grid.x)
+    save = tuple(int(round(f * n_steps)) for f in (0.05, 0.175, 0.25, 0.5, 0.85, 1.0))
+
+    def nested(u):
+        outputs = []
+        for gap, run in itertools.groupby(np.diff((0,) + save)):
+            segment = lambda z, _, gap=int(gap): (lambda w: (w, w))(
+                jax.lax.scan(lambda y, _: (model.step(y), None), z, None, length=gap)[0])
+            u, saved = jax.lax.scan(segment, u, None, length=len(list(run)))
+            outputs.append(saved)
+        return jnp.concatenate(outputs)
+
+    row = {"scheme": scheme, "cells": cells, "steps": n_steps, "save_at": list(save)}
+    for name, forward in (("diffphys", lambda u: dp.rollout(model, u, n_steps, save_at=save, check_finite=False)),
+                          ("nested", nested)):
+        for kind, fn in (("forward", forward), ("gradient", jax.grad(lambda u, f=forward: jnp.sum(f(u) ** 2)))):
+            start = time.perf_counter()
+            compiled = jax.jit(fn).lower(u0).compile()
+            row[f"{name}_{kind}_compile_s"] = time.perf_counter() - start
+            row[f"{name}_{kind}_loops"] = compiled.as_text().count(" while(")
+            row[f"{name}_{kind}_s"] = median_time(lambda: compiled(u0), repeats=5)
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="heat1d-sparse only")
@@ -133,7 +171,20 @@ def main(argv=None) -> int:
         print(f"| {h['case']} | {h['control_size']} | {h['residual_s'] * 1e3:.3f} ms | "
               f"{h['hvp_amortised_s'] * 1e3:.3f} ms | {h['hvp_over_residual']:.2f} | "
               f"{h['hvp_relinearised_s'] * 1e3:.3f} ms | {h['hvp_relinearised_over_residual']:.2f} |")
-    result = {**environment(), "quick": args.quick, "cases": rows, "hvp": hvp}
+    saves = [_irregular_saves(scheme, 200 if args.quick else 1000) for scheme in ("euler", "rk4")]
+    print("\n| rollout, irregular saves | compile fwd + grad: diffphys / nested | loops | forward: diffphys / nested "
+          "| gradient: diffphys / nested |")
+    print("|---|---|---|---|---|")
+    for r in saves:
+        compile_d = r["diffphys_forward_compile_s"] + r["diffphys_gradient_compile_s"]
+        compile_n = r["nested_forward_compile_s"] + r["nested_gradient_compile_s"]
+        print(f"| heat {r['scheme']}, {r['cells']} cells, {r['steps']} steps, {len(r['save_at'])} saves "
+              f"| {compile_d:.2f} / {compile_n:.2f} s | {r['diffphys_gradient_loops']} / {r['nested_gradient_loops']} "
+              f"| {r['diffphys_forward_s'] * 1e3:.2f} / {r['nested_forward_s'] * 1e3:.2f} ms "
+              f"({r['diffphys_forward_s'] / r['nested_forward_s']:.2f}) "
+              f"| {r['diffphys_gradient_s'] * 1e3:.2f} / {r['nested_gradient_s'] * 1e3:.2f} ms "
+              f"({r['diffphys_gradient_s'] / r['nested_gradient_s']:.2f}) |")
+    result = {**environment(), "quick": args.quick, "cases": rows, "hvp": hvp, "irregular_saves": saves}
     path = args.out / f"latency{'_quick' if args.quick else ''}.json"
     write_json(path, result)
     print(f"wrote {path}")

@@ -154,8 +154,8 @@ def _advance(step: Callable, state, n: int, every: int | None):
 
 _MAX_SCAN_RUNS = 2
 """Save intervals in more runs of equal length than this are stepped by one scan when it fits (below)."""
-_MAX_KEPT_STATES = 2**20
-"""That scan keeps every state: at most this many numbers (8 MB in float64)."""
+_MAX_KEPT_STATES = 2**18
+"""That scan keeps every state: at most this many numbers (2 MB in float64, so they stay in cache)."""
 
 
 def _scan_keeping_every_state(step: Callable, state, steps: tuple[int, ...]):

@@ -233,3 +233,10 @@ def test_bench_latency_quick(tmp_path):
     (hvp,) = result["hvp"]
     assert hvp["case"] == "heat1d-sparse" and hvp["control_size"] == 128
     assert all(_positive(hvp[k]) for k in ("residual_s", "hvp_amortised_s", "hvp_relinearised_s"))
+    # irregular save steps: diffphys's rollout compiles the stepper once, the nested reference once per run
+    assert {r["scheme"] for r in result["irregular_saves"]} == {"euler", "rk4"}
+    for r in result["irregular_saves"]:
+        assert r["diffphys_forward_loops"] == 1 and r["diffphys_gradient_loops"] == 2
+        assert r["nested_forward_loops"] > r["diffphys_forward_loops"]
+        assert all(_positive(r[f"{who}_{kind}_{what}"]) for who in ("diffphys", "nested")
+                   for kind in ("forward", "gradient") for what in ("s", "compile_s"))
