@@ -64,9 +64,16 @@ def _sensor_marks(ax, grid, sensors, *, color="k"):
         ax.plot(pts[:, 0], pts[:, 1], "o", mfc="none", mec=color, ms=5, label="sensors")
 
 
-def plot_analysis_1d(ax, grid: Grid1D, *, analysis, background, truth=None, sensors=None, label: str = "u"):
-    """Analysis against background and (when known) truth of a 1D field, with sensor positions marked."""
+def plot_analysis_1d(ax, grid: Grid1D, *, analysis, background, truth=None, sensors=None, label: str = "u",
+                     std=None):
+    """Analysis against background and (when known) truth of a 1D field, with sensor positions marked.
+
+    ``std``: the analysis's posterior standard deviation σ, drawn as a band analysis ± 2σ.
+    """
     x = np.asarray(grid.x)
+    if std is not None:
+        a, band = np.asarray(analysis), 2.0 * np.asarray(std)
+        ax.fill_between(x, a - band, a + band, color="tab:red", alpha=0.2, lw=0, label="analysis ± 2σ")
     if truth is not None:
         ax.plot(x, np.asarray(truth), "k", lw=2, label="truth")
     ax.plot(x, np.asarray(background), ":", color="tab:gray", lw=1.5, label="background")
@@ -78,22 +85,27 @@ def plot_analysis_1d(ax, grid: Grid1D, *, analysis, background, truth=None, sens
     return ax
 
 
-def plot_analysis_2d(axes, grid, *, analysis, background, truth=None, sensors=None, label: str = "u", cmap="viridis"):
-    """Image panels (truth), background, analysis and analysis error of a 2D field, with sensors as circles.
+def plot_analysis_2d(axes, grid, *, analysis, background, truth=None, sensors=None, label: str = "u", cmap="viridis",
+                     std=None):
+    """Image panels (truth), background, analysis, analysis error and (``std``) the analysis's posterior
+    standard deviation of a 2D field, with sensors as circles.
 
-    ``axes`` holds one axis per panel: 4 with a truth, 2 without.
+    ``axes`` holds one axis per panel: 4 with a truth, 2 without, and one more with ``std``.
     """
     panels = [("background", background), ("analysis", analysis)]
     if truth is not None:
         panels = [("truth", truth), *panels, ("analysis − truth", np.asarray(analysis) - np.asarray(truth))]
     lo = min(float(np.min(f)) for name, f in panels if "−" not in name)
     hi = max(float(np.max(f)) for name, f in panels if "−" not in name)
+    if std is not None:
+        panels.append(("posterior σ of the analysis", std))
     extent = (0.0, grid.lengths[0], 0.0, grid.lengths[1])
     for ax, (name, field) in zip(axes, panels):
-        error = "−" in name
+        error, spread = "−" in name, "σ" in name
         scale = float(np.max(np.abs(field))) or 1.0
-        image = ax.imshow(np.asarray(field).T, origin="lower", extent=extent, cmap="RdBu_r" if error else cmap,
-                          vmin=-scale if error else lo, vmax=scale if error else hi)
+        limits = (-scale, scale) if error else (0.0, scale) if spread else (lo, hi)
+        image = ax.imshow(np.asarray(field).T, origin="lower", extent=extent,
+                          cmap="RdBu_r" if error else "magma" if spread else cmap, vmin=limits[0], vmax=limits[1])
         _sensor_marks(ax, grid, sensors, color="w" if not error else "k")
         ax.set_title(f"{name} {label}")
         ax.set_xlabel("x")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -78,6 +79,21 @@ def test_run_every_builtin_case_at_reduced_size(case, tmp_path, capsys):
     with xr.open_dataset(tmp_path / "analysis.nc", group="observations") as obs:
         assert obs["value"].dims == ("time", "sensor")
         assert {"sigma", "truth", "background", "analysis"} <= set(obs.data_vars)
+    from diffphys.cases import load_case
+
+    config = load_case(case, REDUCED[case]).config
+    if config["prior"]["kind"] == "gaussian":  # the posterior σ of the estimated field, below the prior's
+        name = "kappa_analysis_std" if case == "heat2d-diffusivity" else "analysis_std"
+        with xr.open_dataset(tmp_path / "analysis.nc") as ds:
+            std = ds[name].values
+        assert std.shape == tuple(summary["grid"]) and np.all(std > 0) and np.all(np.isfinite(std))
+        assert summary["posterior"]["method"] == "exact" and summary["analysis_std"]["max"] == pytest.approx(std.max())
+        prior_std = config["background"]["sigma"]
+        if case == "heat2d-diffusivity":  # σ of log κ: κ's prior σ is about κ σ_b
+            prior_std = prior_std * np.asarray(xr.open_dataset(tmp_path / "analysis.nc")["kappa_analysis"])
+        assert np.all(std < prior_std)
+    else:  # no Gaussian posterior around a sparsity or TV prior
+        assert "analysis_std" not in summary
     if case == "heat2d-source-l1":  # one point source, found where it is
         support = summary["prior"]["metrics"]["support"]
         assert summary["prior"]["kind"] == "l1" and support["true_support"] == 1 and support["recall"] == 1.0

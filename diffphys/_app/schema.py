@@ -222,6 +222,10 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     "output": {
         "snapshots": _Key(_number(integer=True, minimum=2), 5, "states saved over the window in analysis.nc"),
         "plots": _Key(_flag, True, "write analysis.png and cost.png"),
+        "uncertainty": _Key(_flag, True, "Gaussian prior: the posterior standard deviation of the estimated field "
+                                         "(Gauss–Newton Hessian at the analysis) as analysis_std"),
+        "uncertainty_rank": _Key(_POSITIVE_INT, 200, "rank of the randomized posterior, used when the exact one "
+                                                    "(min(readings, controls) model runs) would cost more"),
     },
 }
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import io
 from .._rollout import rollout
+from ..assimilate import posterior
 from ..solvers import Composite, Converged, Solution, iterate
 from .build import Problem, build_problem
 from .load import Case
@@ -18,13 +19,15 @@ __all__ = ["SINGLE_OUTPUTS", "SingleWindowRun"]
 
 SINGLE_OUTPUTS = {
     "analysis.nc": "truth (twin experiments), background and analysis trajectories (dims time, x[, y]); for a "
-                   "parameter case the three parameter fields; group 'observations': the data (time, sensor), "
+                   "parameter case the three parameter fields; the posterior standard deviation of the estimated "
+                   "field (analysis_std, or PARAMETER_analysis_std); group 'observations': the data (time, sensor), "
                    "their σ and the truth, background and analysis equivalents",
     "summary.json": "case, rmse_background, rmse_analysis, cost_initial, cost_final, iterations, converged, result, "
                     "wall_time_s, ...; parameter cases: true and estimated parameter and their errors; a non-Gaussian "
                     "prior: its settings and metrics (relative error; support precision/recall for l1/elastic_net; "
                     "edge location error for 1D tv)",
-    "analysis.png": "analysis vs truth vs background with the sensor positions; fit to the observations",
+    "analysis.png": "analysis vs truth vs background with the sensor positions and the analysis's ±2σ band "
+                    "(2D: a σ panel); fit to the observations",
     "cost.png": "the 4D-Var cost per iteration (log scale)",
 }
 
@@ -76,6 +79,20 @@ def _window_outputs(fourdvar, v, truth, n_steps: int, steps: tuple[int, ...], es
         states[name] = _first_field(pick(trajectory, at_snapshots))
         equivalents[name] = fourdvar.schedule.observe(pick(trajectory, at_observations))
     return analysis_control, states, equivalents
+
+
+def _uncertainty(fourdvar, v, rank: int, seed: int):
+    """The posterior standard deviation of the estimated field and how it was computed (:func:`posterior`).
+
+    Exact (one adjoint or tangent-linear run per reading or control, whichever are fewer) when that
+    takes no more model runs than the randomized rank-``rank`` approximation (4 (rank + 10) runs).
+    """
+    controls = int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(v)))
+    exact = min(fourdvar.n_observations, controls) <= 4 * (rank + 10)
+    post = posterior(fourdvar, v) if exact else posterior(fourdvar, v, rank=rank, key=jax.random.key(seed))
+    method = {"method": "exact" if exact else "randomized", "rank": int(post.eigenvalues.size),
+              "readings": fourdvar.n_observations, "controls": controls}
+    return np.asarray(post.std()), method
 
 
 def _measure(history) -> tuple[str, object]:
@@ -143,6 +160,11 @@ class SingleWindowRun:
         self.states = states
         self.times = np.asarray(steps) * fourdvar.model.dt
         self.equivalents = equivalents
+        self.analysis_std, self.posterior_method = None, None
+        if config["output"]["uncertainty"] and problem.prior is None:
+            say("  posterior standard deviation from the Gauss–Newton Hessian at the analysis ...")
+            std, self.posterior_method = _uncertainty(fourdvar, v, config["output"]["uncertainty_rank"], config["seed"])
+            self.analysis_std = std.reshape(problem.grid.shape)
 
     def summary(self) -> dict:
         problem, config, estimating = self.problem, self.case.config, self._estimating
@@ -173,6 +195,9 @@ class SingleWindowRun:
             "innovation_rms_background": innovation["background"],
             "innovation_rms_analysis": innovation["analysis"],
         }
+        if self.analysis_std is not None:
+            summary["analysis_std"] = _stats(self.analysis_std)
+            summary["posterior"] = self.posterior_method
         prior = config["prior"]
         if prior["kind"] != "gaussian":
             summary["prior"] = {key: prior[key] for key in ("kind", "weight", "l2_weight", "nonnegative", "lower", "upper")}
@@ -204,14 +229,14 @@ class SingleWindowRun:
 
     def write_analysis(self, path) -> None:
         _write_analysis(path, self.problem, self.states, self.times, self._estimating, self.analysis_control,
-                        self.equivalents)
+                        self.equivalents, self.analysis_std)
 
     def write_plots(self, out) -> None:
         _write_plots(out, self.problem, self.states, self._estimating, self.analysis_control, self.equivalents,
-                     self.costs)
+                     self.costs, self.analysis_std)
 
 
-def _write_analysis(path, problem: Problem, states, times, estimating, analysis_control, equivalents) -> None:
+def _write_analysis(path, problem: Problem, states, times, estimating, analysis_control, equivalents, std) -> None:
     long = {"truth": "true state", "background": "background (first-guess) state", "analysis": "analysis state"}
     names = tuple(states)
     fields = {}
@@ -220,6 +245,11 @@ def _write_analysis(path, problem: Problem, states, times, estimating, analysis_
         for name, field in controls.items():
             if field is not None:
                 fields[f"{estimating}_{name}"] = (field, {"long_name": f"{name} {estimating}", "units": "1"})
+    if std is not None:
+        what = estimating or "initial state"
+        fields[f"{estimating}_analysis_std" if estimating else "analysis_std"] = (std, {
+            "long_name": f"posterior standard deviation of the analysis {what} (Gauss-Newton Hessian at the analysis)",
+            "units": "1"})
     ds = io.trajectory_to_dataset(
         problem.grid, tuple(states[n] for n in names), times, names=names, long_names=tuple(long[n] for n in names),
         units=("1",) * len(names), fields=fields,
@@ -232,7 +262,7 @@ def _write_analysis(path, problem: Problem, states, times, estimating, analysis_
     io.write_netcdf(obs, path, group="observations", mode="a")
 
 
-def _write_plots(out, problem: Problem, states, estimating, analysis_control, equivalents, costs) -> None:
+def _write_plots(out, problem: Problem, states, estimating, analysis_control, equivalents, costs, std) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,7 +273,8 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
     grid, schedule = problem.grid, problem.schedule
     sensors = schedule.operators[0].locations
     label = estimating or "u(x, 0)"
-    fields = {"analysis": analysis_control, "background": problem.background_control, "truth": problem.truth_control}
+    fields = {"analysis": analysis_control, "background": problem.background_control, "truth": problem.truth_control,
+              "std": std}
     table = io.observations_to_dataset(schedule, problem.observations, extra=equivalents)
     if grid.ndim == 1:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
@@ -253,12 +284,15 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
         fig = plt.figure(figsize=(14, 8), constrained_layout=True)
         layout = fig.add_gridspec(2, 3)
         panels = [fig.add_subplot(layout[0, i]) for i in range(3)] + [fig.add_subplot(layout[1, 0])]
+        if std is not None:
+            panels.append(fig.add_subplot(layout[1, 1]))
         plot_analysis_2d(panels, grid, sensors=sensors, label=label, **fields)
-        fit_ax = fig.add_subplot(layout[1, 1:])
+        fit_ax = fig.add_subplot(layout[1, 2] if std is not None else layout[1, 1:])
     else:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-        plot_analysis_2d(axes[:2], grid, sensors=sensors, label=label, **fields)
-        fit_ax = axes[2]
+        panels = 3 if std is None else 4
+        fig, axes = plt.subplots(1, panels, figsize=(4.7 * panels, 4), constrained_layout=True)
+        plot_analysis_2d(axes[:-1], grid, sensors=sensors, label=label, **fields)
+        fit_ax = axes[-1]
     plot_observation_fit(fit_ax, table["time"].values, table["value"].values, table["background"].values,
                          table["analysis"].values)
     fig.suptitle(f"{problem.case.name}: {problem.case.description}", fontsize="medium")

@@ -18,4 +18,5 @@ from ._gauss_newton import (
     FOURDVAR_MODE as FOURDVAR_MODE,
     gauss_newton as gauss_newton,
 )
+from ._posterior import Posterior as Posterior, posterior as posterior
 from ._weak_constraint import WeakConstraint4DVar as WeakConstraint4DVar

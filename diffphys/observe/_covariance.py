@@ -48,6 +48,11 @@ class AbstractCovariance(eqx.Module):
         r"""$C w = C^{1/2}(C^{\top/2} w)$."""
         return self.sqrt(self.sqrt_transpose(w))
 
+    @property
+    def variance(self) -> Array:
+        """The diagonal of $C$ (each point's variance); subclasses that know it exactly provide it."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide its variance (the diagonal of C)")
+
     def sample(self, key: jax.Array, like) -> Array:
         r"""A draw from $\mathcal N(0, C)$: $C^{1/2}\xi$ with $\xi$ standard normal shaped like ``like``."""
         xi = jax.random.normal(key, jnp.shape(like), jnp.result_type(float))
@@ -80,6 +85,11 @@ class DiagonalR(AbstractCovariance):
 
     def sqrt_transpose(self, w):
         return self.sigma * w
+
+    @property
+    def variance(self) -> Float[Array, "*N"]:
+        """$\\sigma^2$."""
+        return self.sigma**2
 
     def whiten(self, d):
         r"""$R^{-1/2} d = d / \sigma$: misfits in units of their standard deviation."""
