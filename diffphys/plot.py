@@ -81,7 +81,7 @@ def plot_analysis_1d(ax, grid: Grid1D, *, analysis, background, truth=None, sens
     _sensor_marks(ax, grid, sensors)
     ax.set_xlabel("x")
     ax.set_ylabel(label)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, frameon=False)  # above the data
     return ax
 
 
@@ -114,27 +114,36 @@ def plot_analysis_2d(axes, grid, *, analysis, background, truth=None, sensors=No
     return axes
 
 
-def plot_observation_fit(ax, times, observed, background, analysis, *, max_sensors: int = 6):
+def plot_observation_fit(ax, times, observed, background, analysis, *, max_sensors: int = 6, label: str = "reading"):
     """Observed values (dots) and the background (dotted) and analysis (lines) equivalents over time.
 
     ``observed``, ``background``, ``analysis``: arrays of shape ``(time, sensor)`` (NaN: no value).
+    At most ``max_sensors`` sensors are drawn (the first ones); the title says so when there are more.
+    The legend sits outside the axes, so it never covers data.
     """
     colours = [f"C{i}" for i in range(10)]
-    for s in range(min(np.shape(observed)[1], max_sensors)):
+    total = np.shape(observed)[1]
+    shown = min(total, max_sensors)
+    for s in range(shown):
         c = colours[s % 10]
         ax.plot(times, np.asarray(observed)[:, s], "o", color=c, ms=3)
         ax.plot(times, np.asarray(background)[:, s], ":", color=c, lw=1)
         ax.plot(times, np.asarray(analysis)[:, s], "-", color=c, lw=1.2, label=f"sensor {s}")
     ax.set_xlabel("t")
-    ax.set_title("observations (dots), background (dotted) and analysis (lines) at the sensors", fontsize="small")
-    ax.legend(fontsize="x-small", ncol=2)
+    ax.set_ylabel(label)
+    which = f"{shown} of {total} sensors" if shown < total else "the sensors"
+    ax.set_title(f"observations (dots), background (dotted) and analysis (lines) at {which}", fontsize="small")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return ax
 
 
 def plot_cost(ax, costs, *, title: str = "4D-Var cost"):
     """The cost per iteration on a logarithmic axis."""
+    from matplotlib.ticker import MaxNLocator
+
     costs = np.asarray(costs)
     ax.semilogy(np.arange(len(costs)), costs, "o-", ms=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("J")
     ax.set_title(f"{title}: {costs[0]:.3g} → {costs[-1]:.3g}")
