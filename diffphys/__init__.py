@@ -24,6 +24,7 @@ from ._integrate import integrate as integrate
 from ._linear_solve import LinearSolver as LinearSolver, solve_linear as solve_linear
 from ._rollout import rollout as rollout
 from ._solution import RESULTS as RESULTS, Solution as Solution
+from ._time_step import stable_time_step as stable_time_step
 from .grid import (
     Dirichlet as Dirichlet,
     Grid1D as Grid1D,

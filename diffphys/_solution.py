@@ -39,6 +39,11 @@ class RESULTS(eqx.Enumeration):
     linear_solve_failed = (
         "an inner linear solve did not converge; raise its max_steps, loosen its rtol, or precondition it"
     )
+    unstable_model = (
+        "the solution's model violates its explicit time scheme's stability limit at this dt, so the model "
+        "that fits the data is not the one that was simulated; use a smaller dt (dp.stable_time_step with a "
+        "bound on the parameter), an implicit scheme, or a prior that bounds the parameter"
+    )
 
 
 class Solution(eqx.Module):
@@ -84,7 +89,7 @@ class Solution(eqx.Module):
         return {name: np.asarray(values)[: k + 1] for name, values in self.stats["history"].items()}
 
 
-RESULT_NAMES = ("successful", "max_steps_reached", "nonfinite", "no_decrease", "linear_solve_failed")
+RESULT_NAMES = ("successful", "max_steps_reached", "nonfinite", "no_decrease", "linear_solve_failed", "unstable_model")
 """The names of the :class:`RESULTS` items, as written into summaries."""
 
 

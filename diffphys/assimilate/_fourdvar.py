@@ -300,6 +300,17 @@ class StrongConstraint4DVar(AbstractProblem):
         background = [tree_ravel(vp) for vp, cov in zip(parts, covariances) if cov is not None]
         return jnp.concatenate([*background, self.observation_residuals(v)])
 
+    def within_stability_limit(self, v) -> Bool[Array, ""]:
+        r"""Whether the model at ``v`` satisfies its explicit scheme's stability limit $\rho\,\Delta t \le$ limit.
+
+        Only a parameter control changes the model; an implicit scheme has no limit. Traceable: the
+        solver driver reports a solution outside it as ``RESULTS.unstable_model``.
+        """
+        model = self.model_for(v)
+        region, rho = model.spectral_bound()
+        limit = model.scheme.stability_limits.get(region, 0.0)
+        return jnp.asarray(rho * model.dt <= limit * (1.0 + 1e-12))
+
     def zero_control(self):
         """The background's control: the increment $v = 0$, or the first guess for a part without B."""
         if isinstance(self.control_map, Joint):

@@ -134,6 +134,7 @@ def _iterate(solver, problem, x0, mode, params, adjoint, progress, throw):
         )
         x = solver.point_value(point)
     result = nonfinite_to_result(x, result)
+    result = RESULTS.where(problem.within_stability_limit(x), result, RESULTS.unstable_model)
     if throw:
         x = throw_if_failed(x, result)
     return Solution(value=x, result=result, stats={"num_steps": k, "history": history}, state=state)

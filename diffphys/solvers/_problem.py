@@ -49,6 +49,14 @@ class AbstractProblem(eqx.Module):
         """The non-smooth part $g$ (an object with ``value`` and ``prox``), or ``None``."""
         return None
 
+    def within_stability_limit(self, x) -> jax.Array:
+        """Whether the model behind ``x`` is stable at its time step (a boolean array; traceable).
+
+        Problems whose control sets a model's parameters (4D-Var) override it; the driver reports a
+        solution outside the limit as ``RESULTS.unstable_model``. Default: always true.
+        """
+        return jnp.asarray(True)
+
 
 class LeastSquares(AbstractProblem):
     r"""$\min_x \tfrac12\|r(x, \theta)\|^2$ for a residual function of your own.
@@ -162,3 +170,6 @@ class Composite(AbstractProblem):
 
     def prior(self):
         return self.regularizer
+
+    def within_stability_limit(self, x):
+        return self.smooth.within_stability_limit(x)
