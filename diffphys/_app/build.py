@@ -87,7 +87,10 @@ def _evaluate(value, grid, where: str) -> np.ndarray:
             value = evaluate(value, variables)
         except ExpressionError as error:
             raise CaseError(f"{where}: {error}") from None
-    out = np.broadcast_to(np.asarray(value, dtype=float), grid.shape).copy()
+    try:
+        out = np.broadcast_to(np.asarray(value, dtype=float), grid.shape).copy()
+    except ValueError:
+        raise CaseError(f"{where} has shape {np.shape(value)}, which does not fit the grid's {grid.shape}") from None
     if not np.isfinite(out).all():
         raise CaseError(f"{where} is not finite everywhere on the grid (check the expression's domain)")
     return out
