@@ -36,3 +36,71 @@ def test_the_cli_reports_an_expression_error_without_a_traceback(tmp_path, capsy
     assert main(["run", "--out", str(tmp_path), "--set", "model.kappa=1/0", *[a for s in SMALL for a in ("--set", s)]]) == 2
     err = capsys.readouterr().err
     assert err.startswith("diffphys run: error: [model] kappa: cannot evaluate '1/0'"), err
+
+
+NONLINEAR_HEAT = """
+[grid]
+n = 16
+bc = "neumann"
+[model]
+kind = "nonlinear_heat"
+kappa = 0.01
+beta = 30.0
+dt = 0.01
+[truth]
+initial = "exp(-(x - 0.3)**2 / 0.004)"
+[window]
+duration = 0.1
+[observations]
+positions = [0.2, 0.5]
+every = 0.05
+sigma = 0.02
+[background]
+sigma = 0.3
+length_scale = 0.05
+[solver]
+max_iterations = 2
+"""
+
+
+def test_a_solvers_run_time_failure_is_a_message_and_exit_status_2(tmp_path, capsys):
+    # κ₀ e^{30 u} with u up to 1: the backward-Euler Newton iteration fails its run-time check (equinox.error_if).
+    (tmp_path / "stiff.toml").write_text(NONLINEAR_HEAT)
+    assert main(["run", str(tmp_path / "stiff.toml"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffphys run: error: NonlinearHeat backward-Euler step did not converge"), err
+    assert "Traceback" not in err and "An error occurred during the runtime" not in err
+
+
+def test_an_internal_error_is_a_short_message_with_exit_1_unless_debugging(tmp_path, capsys, monkeypatch):
+    import diffphys._app.runner
+
+    def broken(*args, **kwargs):
+        raise KeyError("some_internal_key")
+
+    monkeypatch.setattr(diffphys._app.runner, "run_case", broken)
+    monkeypatch.delenv("DIFFPHYS_DEBUG", raising=False)
+    assert main(["run", "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("diffphys run: error: KeyError: 'some_internal_key'") and "DIFFPHYS_DEBUG=1" in err, err
+    monkeypatch.setenv("DIFFPHYS_DEBUG", "1")
+    with pytest.raises(KeyError, match="some_internal_key"):
+        main(["run", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(CaseError, match="unknown case"):  # user errors raise too, for their traceback
+        main(["run", "no-such-case", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["observations.sigma=1e-300"], "the 4D-Var cost became non-finite (NaN or inf) at the first guess (cost inf)"),
+        (["solver.method=adam", "solver.learning_rate=1e300"],
+         "at iteration 1 (cost 7900.5 at iteration 0), so there is no analysis to report; lower [solver] learning_rate"),
+    ],
+)
+def test_a_non_finite_cost_is_refused_not_reported_as_an_analysis(overrides, message, tmp_path, capsys):
+    args = ["run", "--out", str(tmp_path / "out"), "--quiet", "--set", "grid.n=32", "--set", "solver.max_iterations=3"]
+    assert main([*args, *[a for s in overrides for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffphys run: error: the solver (") and message in err, err
+    assert not (tmp_path / "out").exists()
