@@ -104,3 +104,24 @@ def test_a_non_finite_cost_is_refused_not_reported_as_an_analysis(overrides, mes
     err = capsys.readouterr().err
     assert err.startswith("diffphys run: error: the solver (") and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_window_that_is_not_a_whole_number_of_steps_is_refused_with_the_nearest_valid_durations():
+    # It used to run 17 steps (to t = 0.2125) while summary.json reported a window of 0.21.
+    with pytest.raises(CaseError) as error:
+        build_problem(load_case("heat1d-sparse", [*SMALL, "model.dt=0.0125", "window.duration=0.21"]))
+    assert str(error.value) == (
+        "[window] duration = 0.21 is not a whole number of time steps dt = 0.0125 (16.8 steps); the nearest valid "
+        "values are 0.2 and 0.2125 (or choose a [model] dt that divides 0.21)"
+    )
+    assert build_problem(load_case("heat1d-sparse", [*SMALL, "model.dt=0.0125", "window.duration=0.2125"])).n_steps == 17
+
+
+def test_a_cycling_shift_that_is_not_a_whole_number_of_steps_is_refused():
+    from diffphys.cases import build_cycled_problem
+
+    overrides = ["cycling.cycles=3", "cycling.spin_up=0", "model.dt=0.04", "cycling.shift=0.1", "observations.every=0.2",
+                 "window.duration=0.2", "truth.spin_up=0"]
+    with pytest.raises(CaseError, match=r"\[cycling\] shift = 0.1 is not a whole number of time steps dt = 0.04 "
+                                        r"\(2.5 steps\); the nearest valid values are 0.08 and 0.12"):
+        build_cycled_problem(load_case("lorenz96-4dvar", overrides))
