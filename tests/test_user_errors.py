@@ -1,12 +1,16 @@
 """Bad input that used to crash with a traceback or give a silently wrong answer: each is refused with a
 message naming the offending key or value and what would be valid (issue 14)."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from diffphys.cases import CaseError, build_problem, load_case
 from diffphys.cli import main
 
 SMALL = ["grid.n=16", "solver.max_iterations=2"]
+CASES = Path(__file__).resolve().parents[1] / "cases"
 
 
 @pytest.mark.parametrize(
@@ -125,3 +129,57 @@ def test_a_cycling_shift_that_is_not_a_whole_number_of_steps_is_refused():
     with pytest.raises(CaseError, match=r"\[cycling\] shift = 0.1 is not a whole number of time steps dt = 0.04 "
                                         r"\(2.5 steps\); the nearest valid values are 0.08 and 0.12"):
         build_cycled_problem(load_case("lorenz96-4dvar", overrides))
+
+
+def _fourdvar(values):
+    import jax.numpy as jnp
+
+    import diffphys as dp
+    from diffphys import assimilate as da
+    from diffphys import observe as ob
+
+    grid = dp.Grid1D(16, bc="neumann")
+    model = dp.Heat(grid, 0.01, dt=1e-3)
+    schedule = ob.ObservationSchedule([0.002, 0.004], ob.PointSensors(grid, [0.25, 0.5, 0.75]), dt=1e-3)
+    return da.StrongConstraint4DVar(model, schedule, jnp.asarray(values), ob.DiagonalR(0.1),
+                                    ob.DiffusionB(grid, 0.3, 0.1), jnp.zeros(16))
+
+
+def test_an_infinite_reading_is_refused_naming_its_time_and_sensor():
+    # NaN is a missing reading; inf used to be masked as missing too, silently.
+    with pytest.raises(ValueError, match=r"StrongConstraint4DVar: observation 4 \(time 0.004, sensor 1\) is -inf; a "
+                                         r"reading must be finite, or NaN where it is missing"):
+        _fourdvar([1.0, 2.0, 3.0, 4.0, -float("inf"), 6.0])
+
+
+def test_a_problem_without_any_reading_is_refused():
+    # It used to "converge" at once with cost 0 (the background term alone).
+    with pytest.raises(ValueError, match=r"all 6 observations are missing \(NaN\), so there is nothing to assimilate"):
+        _fourdvar([float("nan")] * 6)
+    assert _fourdvar([float("nan")] * 5 + [1.0]).n_observations == 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("time,x,value\n0.05,0.25,0.7\n0.05,0.75,inf\n",
+         "[observations] file: observation dataset: the value at time 0.05, sensor 1 is inf; a reading must be finite"),
+        ("time,x,value\n0.05,0.25,nan\n0.1,0.75,\n",
+         "[observations] file: observation dataset: all 4 values are missing (NaN); there is nothing to assimilate"),
+    ],
+)
+def test_an_observation_file_with_an_infinite_or_no_reading_is_refused(text, message, tmp_path):
+    (tmp_path / "data.csv").write_text(text)
+    overrides = ["observations.sensors=file", "observations.file=data.csv", "observations.positions=",
+                 "observations.every=", "observations.missing_fraction=", "background.first_guess=0.0"]
+    (tmp_path / "case.toml").write_text((CASES / "heat1d-sparse.toml").read_text())
+    with pytest.raises(CaseError) as error:
+        build_problem(load_case(tmp_path / "case.toml", [*SMALL, *overrides]))
+    assert message in str(error.value), error.value
+
+
+def test_a_twin_experiment_that_loses_every_reading_is_refused():
+    with pytest.raises(CaseError, match=r"\[observations\] missing_fraction = 0.999999 lost all 120 readings of the twin "
+                                        r"experiment, so there is nothing to assimilate"):
+        build_problem(load_case("heat1d-sparse", [*SMALL, "observations.missing_fraction=0.999999"]))
+

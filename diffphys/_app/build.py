@@ -253,6 +253,11 @@ def build_problem(case: Case) -> Problem:
             missing_fraction=obs["missing_fraction"],
         )
         values, clean = np.asarray(twin.observations), np.asarray(twin.clean_observations)
+        if not np.isfinite(values).any():
+            raise CaseError(
+                f"[observations] missing_fraction = {obs['missing_fraction']:g} lost all {values.size} readings of the "
+                "twin experiment, so there is nothing to assimilate; lower it (or observe more sensors or times)"
+            )
 
     if estimating is None:
         u_b = guess_field if guess_field is not None else _first(twin.background)

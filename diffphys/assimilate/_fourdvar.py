@@ -26,7 +26,7 @@ from jaxtyping import Array, Bool, Float
 from .._misc import tree_ravel
 from .._rollout import rollout
 from .._types import PyTree
-from .._validate import array_module
+from .._validate import array_module, is_concrete
 from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
@@ -166,7 +166,28 @@ def check_observations(name: str, model, schedule, observations, R) -> Float[Arr
         raise TypeError(f"{name}: R must be a DiagonalR, got {type(R).__name__}")
     if R.sigma.shape not in ((), (schedule.size,)):
         raise ValueError(f"{name}: R.sigma has shape {R.sigma.shape}; give a scalar or ({schedule.size},)")
+    if is_concrete(y):
+        _check_readings(name, schedule, np.asarray(y))
     return y
+
+
+def _check_readings(name: str, schedule: ObservationSchedule, y: np.ndarray) -> None:
+    """NaN marks a missing reading; ±inf is not one (it would be masked silently), and a problem needs at
+    least one reading (with none, the cost is the background term alone and "converges" at once)."""
+    infinite = np.flatnonzero(np.isinf(y))
+    if infinite.size:
+        i = int(infinite[0])
+        k = int(np.searchsorted(np.cumsum(schedule.sizes), i, side="right"))
+        sensor = i - sum(schedule.sizes[:k])
+        raise ValueError(
+            f"{name}: observation {i} (time {schedule.times[k]:g}, sensor {sensor}) is {y[i]}; a reading must be "
+            "finite, or NaN where it is missing"
+        )
+    if not np.isfinite(y).any():
+        raise ValueError(
+            f"{name}: all {y.size} observations are missing (NaN), so there is nothing to assimilate; give at "
+            "least one finite reading"
+        )
 
 
 def check_background(name: str, model, control, background, B, *, allow_no_B: bool = False):
