@@ -183,3 +183,37 @@ def test_a_twin_experiment_that_loses_every_reading_is_refused():
                                         r"experiment, so there is nothing to assimilate"):
         build_problem(load_case("heat1d-sparse", [*SMALL, "observations.missing_fraction=0.999999"]))
 
+
+def test_a_parameter_control_runs_the_models_checks_on_concrete_values():
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    import diffphys as dp
+    from diffphys import assimilate as da
+
+    model = dp.Heat(dp.Grid1D(16), 0.01, dt=1e-3)
+    control = da.Parameter("kappa", jnp.zeros(16), transform="identity")
+    kappa = jnp.full(16, 0.01).at[3].set(-0.02)
+    # eqx.tree_at used to set it without any check: a negative diffusivity ran backward heat.
+    with pytest.raises(ValueError, match=r"Parameter 'kappa': the control sets an invalid model: Heat: kappa \(diffusivity\) "
+                                         r"must be >= 0 everywhere; found -0.02 at index \(3,\); with transform='identity'"):
+        control.apply(model, kappa)
+    with pytest.raises(ValueError, match=r"Heat: dt=0.001 exceeds the stability limit"):  # the dt's check too
+        control.apply(model, jnp.full(16, 10.0))
+    # Inside jit the value is traced: nothing can be checked, nothing fails (the caller checks the result).
+    traced = eqx.filter_jit(lambda z: control.apply(model, z)[0].kappa)(kappa)
+    np.testing.assert_array_equal(traced, kappa)
+    np.testing.assert_array_equal(control.apply(model, jnp.full(16, 0.02))[0].kappa, jnp.full(16, 0.02))
+
+
+def test_a_run_whose_analysis_parameter_is_invalid_is_refused(tmp_path, capsys):
+    # 1D heat, κ estimated with transform = identity from a first guess near 0: the analysis κ dips below 0.
+    overrides = ["grid.n=32", "control.kind=parameter", "control.parameter=kappa", "control.transform=identity",
+                 "background.first_guess=0.002", "background.sigma=0.02", "model.kappa=0.01 * (1 + 0.9 * sin(2 * pi * x))",
+                 "solver.max_iterations=10", "observations.missing_fraction=0", "observations.sigma=0.1"]
+    assert main(["run", "--out", str(tmp_path / "out"), "--quiet", *[a for s in overrides for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("diffphys run: error: [control] parameter kappa: the analysis is not a valid model, so it is "
+                          "not reported: Parameter 'kappa': the control sets an invalid model: Heat: kappa (diffusivity) "
+                          "must be >= 0 everywhere; found -"), err
+    assert not (tmp_path / "out").exists()

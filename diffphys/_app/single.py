@@ -147,6 +147,12 @@ class SingleWindowRun:
         costs = history["cost"]
         if solution.outcome == "nonfinite":
             _refuse_nonfinite(np.asarray(costs), solver)
+        if estimating is not None:  # the solve traces the parameter; check the final one, concrete, before reporting it
+            try:
+                fourdvar.model_for(v)
+            except ValueError as error:
+                raise CaseError(f"[control] parameter {estimating}: the analysis is not a valid model, so it is not "
+                                f"reported: {error}") from None
         self.measure, measures = _measure(history)
         if iterations not in reported:
             show(iterations, {"cost": costs[-1], self.measure: measures[-1]})

@@ -100,7 +100,17 @@ class Parameter(AbstractControl):
             fields = [f for f in model.__dataclass_fields__ if eqx.is_inexact_array(getattr(model, f))]
             raise ValueError(f"Parameter: {type(model).__name__} has no parameter field {self.name!r}; valid are {fields}")
         value = _TRANSFORMS[self.transform][0](z)
-        return eqx.tree_at(lambda m: getattr(m, self.name), model, value.reshape(getattr(model, self.name).shape)), self.initial_state
+        model = eqx.tree_at(lambda m: getattr(m, self.name), model, value.reshape(getattr(model, self.name).shape))
+        if is_concrete(value) and isinstance(model, AbstractStepper):
+            # tree_at skips the model's construction checks; run them on a concrete value (a traced one, inside
+            # the solve, cannot be checked: callers check the final analysis, e.g. through model_for).
+            try:
+                model.checked()
+            except ValueError as error:
+                hint = ("; with transform='identity' nothing keeps the field in range: transform='log' keeps a "
+                        "positive parameter positive" if self.transform == "identity" else "")
+                raise ValueError(f"Parameter {self.name!r}: the control sets an invalid model: {error}{hint}") from None
+        return model, self.initial_state
 
     def to_control(self, value):
         return _TRANSFORMS[self.transform][1](jnp.asarray(value))
