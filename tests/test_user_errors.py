@@ -217,3 +217,9 @@ def test_a_run_whose_analysis_parameter_is_invalid_is_refused(tmp_path, capsys):
                           "not reported: Parameter 'kappa': the control sets an invalid model: Heat: kappa (diffusivity) "
                           "must be >= 0 everywhere; found -"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truth_spin_up_without_cycling_is_refused_not_ignored():
+    with pytest.raises(CaseError, match=r"\[truth\] spin_up = 0.3 applies only with \[cycling\] cycles; a single-window "
+                                        r"case starts the truth at \[truth\] initial"):
+        load_case("heat1d-sparse", ["truth.spin_up=0.3"])

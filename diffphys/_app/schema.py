@@ -239,6 +239,9 @@ def _check_cycling(config: dict, origin: str) -> None:
         for key in ("shift", "spin_up"):
             if cycling[key] != SCHEMA["cycling"][key].default:
                 raise CaseError(f"{origin}: [cycling] {key} needs [cycling] cycles (the number of windows)")
+        if config["truth"]["spin_up"] > 0:  # a single window starts the truth at [truth] initial: it was ignored
+            raise CaseError(f"{origin}: [truth] spin_up = {config['truth']['spin_up']:g} applies only with [cycling] "
+                            "cycles; a single-window case starts the truth at [truth] initial (remove spin_up)")
         return
     clashes = {
         "[solver] method": config["solver"]["method"] != "gauss_newton",
