@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``diffphys`` console script; returns the exit status."""
+    """Entry point of the ``diffphys`` console script; returns the exit status.
+
+    Errors print one message, never a traceback. A user error (a bad case, option or file, or a solver's
+    run-time check such as a Newton step that does not converge) exits with status 2; anything else is a
+    bug in diffphys: its message, a hint to report it, and status 1. Set the environment variable
+    ``DIFFPHYS_DEBUG=1`` to let every error raise with its traceback instead.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -67,10 +74,25 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "cases":
             return _cases()
-    except (ValueError, TypeError, OSError) as error:
-        print(f"diffphys {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        if os.environ.get("DIFFPHYS_DEBUG", "") not in ("", "0"):
+            raise
+        user, message = _explain(error)
+        print(f"diffphys {args.command}: error: {message}", file=sys.stderr)
+        return 2 if user else 1
     return 0
+
+
+def _explain(error: Exception) -> tuple[bool, str]:
+    """Whether ``error`` is the user's (bad input, or a run-time check of equinox.error_if), and its message."""
+    text = str(error)
+    marker = "EquinoxRuntimeError: "  # error_if's message, inside JAX's text about where it was raised
+    if marker in text:
+        return True, text.split(marker, 1)[1].split("\n\n", 1)[0].strip()
+    if isinstance(error, (ValueError, TypeError, OSError)):
+        return True, text
+    return False, (f"{type(error).__name__}: {text}\n  This is a bug in diffphys, not in your input; please report it "
+                   "(set DIFFPHYS_DEBUG=1 to see the traceback)")
 
 
 def _demo(args) -> int:

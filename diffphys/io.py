@@ -170,7 +170,16 @@ def dataset_to_observations(
         sigma = np.full(values.shape, float(default_sigma))
     else:
         raise ValueError("observation dataset: no 'sigma' variable; give the observation error (e.g. noise.sigma in a case file)")
+    infinite = np.argwhere(np.isinf(values))
+    if infinite.size:
+        k, s = (int(i) for i in infinite[0])
+        raise ValueError(
+            f"observation dataset: the value at time {times[k]:g}, sensor {int(order[s])} is {values[k, s]}; a "
+            "reading must be finite, or NaN (or empty in a CSV) where it is missing"
+        )
     present = np.isfinite(values)
+    if not present.any():
+        raise ValueError(f"observation dataset: all {values.size} values are missing (NaN); there is nothing to assimilate")
     bad = present & ~(np.isfinite(sigma) & (sigma > 0))
     if bad.any():
         k, s = (int(i) for i in np.argwhere(bad)[0])
@@ -252,7 +261,7 @@ def read_observations(path, *, default_sigma: float | None = None) -> xr.Dataset
     - ``path``: a ``.nc`` file with an observation dataset (root group, or group
       ``observations``), or a ``.csv`` file with a header row and columns ``time``, ``x`` (and
       ``y`` for 2D), ``value`` and optionally ``sigma``: one row per observation, rows sorted by
-      time; empty or ``nan`` values are missing observations.
+      time; empty or ``nan`` values are missing observations (``inf`` is an error, and so is a file with no reading).
     - ``default_sigma``: σ for a CSV file without a ``sigma`` column (otherwise the dataset has no
       ``sigma``, and :func:`dataset_to_observations` needs one).
 

@@ -23,6 +23,8 @@ GRID = dp.Grid1D(16)
         (lambda: dp.Wave(GRID, -1.0), r"must be > 0 everywhere; found -1.0"),
         (lambda: dp.Wave(GRID, jnp.nan), "speed .* must be finite"),
         (lambda: dp.Advection(GRID, jnp.inf), "velocity must be finite"),
+        (lambda: dp.NonlinearHeat(GRID, 0.01, beta=jnp.nan, dt=1e-3), r"NonlinearHeat: beta .* must be finite everywhere; found nan"),
+        (lambda: dp.NonlinearHeat(GRID, 0.01, beta=float("inf"), dt=1e-3), r"NonlinearHeat: beta .* must be finite everywhere; found inf"),
         (lambda: dp.Advection(dp.Grid2D(4, 4), (1.0, 2.0, 3.0)), r"needs two components \(vx, vy\), got 3"),
         (lambda: dp.Advection(dp.Grid2D(4, 4), jnp.ones((3, 4, 4))), r"array of shape \(2, 4, 4\), got shape \(3, 4, 4\)"),
     ],
@@ -121,3 +123,5 @@ def test_validation_is_skipped_but_models_work_under_tracing():
     assert models.kappa.shape == (2, 16)
     with pytest.raises(ValueError, match="pass dt explicitly when the parameters are traced"):
         jax.jit(lambda k: dp.Heat(GRID, k).kappa)(kappas[0])
+    betas = eqx.filter_vmap(lambda b: dp.NonlinearHeat(GRID, 0.01, beta=b, dt=1e-3).beta)(jnp.array([0.0, 1.0]))
+    np.testing.assert_array_equal(betas, [0.0, 1.0])

@@ -87,7 +87,10 @@ def _evaluate(value, grid, where: str) -> np.ndarray:
             value = evaluate(value, variables)
         except ExpressionError as error:
             raise CaseError(f"{where}: {error}") from None
-    out = np.broadcast_to(np.asarray(value, dtype=float), grid.shape).copy()
+    try:
+        out = np.broadcast_to(np.asarray(value, dtype=float), grid.shape).copy()
+    except ValueError:
+        raise CaseError(f"{where} has shape {np.shape(value)}, which does not fit the grid's {grid.shape}") from None
     if not np.isfinite(out).all():
         raise CaseError(f"{where} is not finite everywhere on the grid (check the expression's domain)")
     return out
@@ -100,6 +103,19 @@ def _make_model(config, grid, parameters: dict, dt):
         return MODEL_KINDS[model["kind"]].build(grid, parameters, model, dt, model["scheme"])
     except ValueError as error:
         raise CaseError(f"[model]: {error}") from None
+
+
+def _whole_steps(value: float, dt: float, where: str) -> int:
+    """``value / dt`` when it is a whole number of steps; else a :class:`CaseError` with the nearest valid values."""
+    ratio = value / dt
+    steps = round(ratio)
+    if abs(ratio - steps) <= 1e-9 * max(ratio, 1.0):
+        return steps
+    below, above = math.floor(ratio) * dt, math.ceil(ratio) * dt
+    raise CaseError(
+        f"{where} = {value:g} is not a whole number of time steps dt = {dt:.6g} ({ratio:.6g} steps); the nearest "
+        f"valid values are {below:.6g} and {above:.6g} (or choose a [model] dt that divides {value:g})"
+    )
 
 
 def _time_step(times: np.ndarray, duration: float, dt_max: float) -> float:
@@ -200,7 +216,6 @@ def build_problem(case: Case) -> Problem:
     data = _read_data(config) if obs["sensors"] == "file" else None
     times = _observation_times(config, data)
     dt = config["model"]["dt"] or _default_time_step(config, grid, truth_parameters, guess_field, times)
-    n_steps = round(duration / dt)
     truth_model = _make_model(config, grid, truth_parameters, dt)
 
     u0 = None if config["truth"]["initial"] is None else _evaluate(config["truth"]["initial"], grid, "[truth] initial")
@@ -221,6 +236,7 @@ def build_problem(case: Case) -> Problem:
                 sigma = np.where(np.isfinite(values), schedule.per_observation(obs["sigma"], "sigma"), 1.0)
         except ValueError as error:
             raise CaseError(f"[observations] file: {error}") from None
+        n_steps = _whole_steps(duration, dt, "[window] duration")  # after the times' own check (more specific)
         clean = twin = None
         if estimating is None and guess_field is None:
             raise CaseError("[background] first_guess is required with observations from a file (there is no truth to perturb)")
@@ -230,12 +246,18 @@ def build_problem(case: Case) -> Problem:
             sigma = schedule.per_observation(obs["sigma"], "sigma")
         except ValueError as error:
             raise CaseError(f"[observations]: {error}") from None
+        n_steps = _whole_steps(duration, dt, "[window] duration")
         twin = twin_experiment(
             truth_model, truth_state, schedule, sigma, jax.random.key(config["seed"]),
             background=B if (estimating is None and guess_field is None) else None,
             missing_fraction=obs["missing_fraction"],
         )
         values, clean = np.asarray(twin.observations), np.asarray(twin.clean_observations)
+        if not np.isfinite(values).any():
+            raise CaseError(
+                f"[observations] missing_fraction = {obs['missing_fraction']:g} lost all {values.size} readings of the "
+                "twin experiment, so there is nothing to assimilate; lower it (or observe more sensors or times)"
+            )
 
     if estimating is None:
         u_b = guess_field if guess_field is not None else _first(twin.background)
@@ -307,16 +329,17 @@ def build_cycled_problem(case: Case) -> CycledProblem:
     except ValueError as error:
         raise CaseError(f"[observations] or [background]: {error}") from None
     u0 = _evaluate(config["truth"]["initial"], grid, "[truth] initial")
-    spin_up_steps = round(config["truth"]["spin_up"] / dt)
+    spin_up_steps = _whole_steps(config["truth"]["spin_up"], dt, "[truth] spin_up")
+    shift = _whole_steps(shift_time, dt, "[cycling] shift" if cycling["shift"] is not None else "[window] duration")
     x0 = rollout(model, jnp.asarray(u0), spin_up_steps)[-1] if spin_up_steps else jnp.asarray(u0)
     k_twin, k_background = jax.random.split(jax.random.key(config["seed"]))
     try:
         twin = cycled_twin_experiment(model, x0, schedule, cycling["cycles"], sigma, k_twin,
-                                      shift=round(shift_time / dt))
+                                      shift=shift)
     except ValueError as error:
         raise CaseError(f"[cycling]: {error}") from None
     first_guess = config["background"]["first_guess"]
     background = (jnp.asarray(_evaluate(first_guess, grid, "[background] first_guess")) if first_guess is not None
                   else x0 + B.sample(k_background, x0))
-    return CycledProblem(case, model, schedule, twin, DiagonalR(sigma), B, background, round(shift_time / dt),
+    return CycledProblem(case, model, schedule, twin, DiagonalR(sigma), B, background, shift,
                          cycling["spin_up"])

@@ -36,7 +36,11 @@ def _allowed(variables) -> str:
 
 
 def evaluate(text: str, variables: dict[str, np.ndarray]):
-    """Evaluate ``text`` with ``variables`` (e.g. ``{"x": X, "y": Y}``); raise :class:`ExpressionError`."""
+    """Evaluate ``text`` with ``variables`` (e.g. ``{"x": X, "y": Y}``) to a real number or array.
+
+    Raises :class:`ExpressionError` for anything that is not allowed, cannot be evaluated (``1/0``,
+    ``10.0**400``, a function given the wrong arguments) or is not real (``(-1.0)**0.5``).
+    """
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as error:
@@ -73,6 +77,17 @@ def evaluate(text: str, variables: dict[str, np.ndarray]):
 
     with np.errstate(all="ignore"):
         try:
-            return visit(tree)
-        except TypeError as error:  # e.g. a function called with the wrong number of arguments
-            raise ExpressionError(f"cannot evaluate {text!r}: {error}") from None
+            value = visit(tree)
+        except ExpressionError:
+            raise
+        # TypeError/ValueError: a function called with the wrong arguments; ArithmeticError: Python-number
+        # arithmetic such as 1/0 or 10.0**400 (NumPy arrays give inf/NaN instead, refused by the caller).
+        except (TypeError, ValueError, ArithmeticError) as error:
+            raise ExpressionError(f"cannot evaluate {text!r}: {type(error).__name__}: {error}") from None
+    if np.iscomplexobj(value):
+        raise ExpressionError(f"{text!r} evaluates to a complex number (e.g. a negative number to a fractional "
+                              "power); a field must be real")
+    if not isinstance(value, (float, np.ndarray, np.generic)):
+        raise ExpressionError(f"{text!r} does not evaluate to a number or a field (got {type(value).__name__}); "
+                              "check the functions' arguments, e.g. where(condition, a, b)")
+    return value

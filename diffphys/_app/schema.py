@@ -30,11 +30,11 @@ def _is_number(v) -> bool:
 
 
 def _number(*, integer=False, minimum=None, maximum=None, exclusive_min=False, exclusive_max=False):
-    bounds = []
+    bounds, form = [], "d" if integer else "g"
     if minimum is not None:
-        bounds.append(f"{'>' if exclusive_min else '>='} {minimum:g}")
+        bounds.append(f"{'>' if exclusive_min else '>='} {minimum:{form}}")
     if maximum is not None:
-        bounds.append(f"{'<' if exclusive_max else '<='} {maximum:g}")
+        bounds.append(f"{'<' if exclusive_max else '<='} {maximum:{form}}")
     what = ("an integer" if integer else "a number") + (" " + " and ".join(bounds) if bounds else "")
 
     def check(v, where):
@@ -144,7 +144,9 @@ SCHEMA: dict[str, dict[str, _Key]] = {
     "": {
         "name": _Key(_text, None, "case name (default: the file name)"),
         "description": _Key(_text, "", "one-line description"),
-        "seed": _Key(_number(integer=True, minimum=0), 0, "PRNG seed of the twin experiment (noise, background)"),
+        # jax.random.key keeps 32 bits without float64: larger seeds would silently repeat smaller ones.
+        "seed": _Key(_number(integer=True, minimum=0, maximum=2**32 - 1), 0,
+                     "PRNG seed of the twin experiment (noise, background)"),
     },
     "grid": {
         "n": _Key(_one_or_pair(_number(integer=True, minimum=4)), REQUIRED, "cells: n (1D) or [nx, ny] (2D)"),
@@ -241,6 +243,9 @@ def _check_cycling(config: dict, origin: str) -> None:
         for key in ("shift", "spin_up"):
             if cycling[key] != SCHEMA["cycling"][key].default:
                 raise CaseError(f"{origin}: [cycling] {key} needs [cycling] cycles (the number of windows)")
+        if config["truth"]["spin_up"] > 0:  # a single window starts the truth at [truth] initial: it was ignored
+            raise CaseError(f"{origin}: [truth] spin_up = {config['truth']['spin_up']:g} applies only with [cycling] "
+                            "cycles; a single-window case starts the truth at [truth] initial (remove spin_up)")
         return
     clashes = {
         "[solver] method": config["solver"]["method"] != "gauss_newton",

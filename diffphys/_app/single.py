@@ -14,6 +14,7 @@ from .build import Problem, build_problem
 from .load import Case
 from .metrics import prior_metrics
 from .registry import SOLVER_METHODS
+from .schema import CaseError
 
 __all__ = ["SINGLE_OUTPUTS", "SingleWindowRun"]
 
@@ -103,6 +104,24 @@ def _measure(history) -> tuple[str, object]:
     raise KeyError(f"no convergence measure among the solver's records {sorted(history)}")
 
 
+def _refuse_nonfinite(costs: np.ndarray, solver: dict) -> None:
+    """A solve that ended with a NaN/inf cost (or gradient) has no analysis to report: say where it broke and
+    which settings to look at, instead of writing outputs full of NaN/inf with exit status 0."""
+    bad = np.flatnonzero(~np.isfinite(costs))
+    if bad.size and bad[0] == 0:
+        where = f"at the first guess (cost {costs[0]})"
+    elif bad.size:
+        where = f"at iteration {bad[0]} (cost {costs[bad[0] - 1]:.6g} at iteration {bad[0] - 1})"
+    else:
+        where = "in its gradient or step, with a finite cost"
+    hint = (f"lower [solver] learning_rate (now {solver['learning_rate']:g}); " if solver["method"] == "adam" else "")
+    raise CaseError(
+        f"the solver ({solver['method']}) stopped because the 4D-Var cost became non-finite (NaN or inf) {where}, so "
+        f"there is no analysis to report; {hint}check that [observations] sigma is not tiny for the readings' scale, "
+        "that the fields and first guess are of sensible size, and [model] dt"
+    )
+
+
 class SingleWindowRun:
     """A case without ``[cycling]``: one 4D-Var solve over the window (see :data:`SINGLE_OUTPUTS`)."""
 
@@ -143,6 +162,14 @@ class SingleWindowRun:
                           progress=lambda i, records: show(i, records) if i % every == 0 else None)
         history, v, iterations = solution.history(), solution.value, solution.num_steps
         costs = history["cost"]
+        if solution.outcome == "nonfinite":
+            _refuse_nonfinite(np.asarray(costs), solver)
+        if estimating is not None:  # the solve traces the parameter; check the final one, concrete, before reporting it
+            try:
+                fourdvar.model_for(v)
+            except ValueError as error:
+                raise CaseError(f"[control] parameter {estimating}: the analysis is not a valid model, so it is not "
+                                f"reported: {error}") from None
         self.measure, measures = _measure(history)
         if iterations not in reported:
             show(iterations, {"cost": costs[-1], self.measure: measures[-1]})

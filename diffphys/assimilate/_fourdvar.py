@@ -26,7 +26,7 @@ from jaxtyping import Array, Bool, Float
 from .._misc import tree_ravel
 from .._rollout import rollout
 from .._types import PyTree
-from .._validate import array_module
+from .._validate import array_module, is_concrete
 from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
@@ -100,7 +100,17 @@ class Parameter(AbstractControl):
             fields = [f for f in model.__dataclass_fields__ if eqx.is_inexact_array(getattr(model, f))]
             raise ValueError(f"Parameter: {type(model).__name__} has no parameter field {self.name!r}; valid are {fields}")
         value = _TRANSFORMS[self.transform][0](z)
-        return eqx.tree_at(lambda m: getattr(m, self.name), model, value.reshape(getattr(model, self.name).shape)), self.initial_state
+        model = eqx.tree_at(lambda m: getattr(m, self.name), model, value.reshape(getattr(model, self.name).shape))
+        if is_concrete(value) and isinstance(model, AbstractStepper):
+            # tree_at skips the model's construction checks; run them on a concrete value (a traced one, inside
+            # the solve, cannot be checked: callers check the final analysis, e.g. through model_for).
+            try:
+                model.checked()
+            except ValueError as error:
+                hint = ("; with transform='identity' nothing keeps the field in range: transform='log' keeps a "
+                        "positive parameter positive" if self.transform == "identity" else "")
+                raise ValueError(f"Parameter {self.name!r}: the control sets an invalid model: {error}{hint}") from None
+        return model, self.initial_state
 
     def to_control(self, value):
         return _TRANSFORMS[self.transform][1](jnp.asarray(value))
@@ -166,7 +176,28 @@ def check_observations(name: str, model, schedule, observations, R) -> Float[Arr
         raise TypeError(f"{name}: R must be a DiagonalR, got {type(R).__name__}")
     if R.sigma.shape not in ((), (schedule.size,)):
         raise ValueError(f"{name}: R.sigma has shape {R.sigma.shape}; give a scalar or ({schedule.size},)")
+    if is_concrete(y):
+        _check_readings(name, schedule, np.asarray(y))
     return y
+
+
+def _check_readings(name: str, schedule: ObservationSchedule, y: np.ndarray) -> None:
+    """NaN marks a missing reading; ±inf is not one (it would be masked silently), and a problem needs at
+    least one reading (with none, the cost is the background term alone and "converges" at once)."""
+    infinite = np.flatnonzero(np.isinf(y))
+    if infinite.size:
+        i = int(infinite[0])
+        k = int(np.searchsorted(np.cumsum(schedule.sizes), i, side="right"))
+        sensor = i - sum(schedule.sizes[:k])
+        raise ValueError(
+            f"{name}: observation {i} (time {schedule.times[k]:g}, sensor {sensor}) is {y[i]}; a reading must be "
+            "finite, or NaN where it is missing"
+        )
+    if not np.isfinite(y).any():
+        raise ValueError(
+            f"{name}: all {y.size} observations are missing (NaN), so there is nothing to assimilate; give at "
+            "least one finite reading"
+        )
 
 
 def check_background(name: str, model, control, background, B, *, allow_no_B: bool = False):

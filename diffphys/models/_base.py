@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 
 import equinox as eqx
@@ -51,6 +52,21 @@ class AbstractStepper(eqx.Module):
         limit = self.scheme.stability_limits.get(region, 0.0)
         rho = float(rho)
         return math.inf if rho == 0.0 else limit / rho
+
+    def checked(self) -> AbstractStepper:
+        """This model constructed again from its fields, so that every construction check runs on its values.
+
+        A parameter replaced with ``eqx.tree_at`` (as 4D-Var's :class:`~diffphys.assimilate.Parameter`
+        control does) skips ``__init__``; this applies the same checks (finite, of the right sign, the time
+        step within the scheme's stability limit) and raises ``ValueError`` naming the field. Traced values
+        (inside ``jit``) cannot be checked and pass, as at construction.
+        """
+        return type(self)(**self._construction_arguments())
+
+    def _construction_arguments(self) -> dict:
+        """The keyword arguments that rebuild this model: the fields named like ``__init__``'s arguments."""
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return {name: getattr(self, name) for name in names}
 
     def check_state(self, state) -> None:
         """Raise ``ValueError`` (at trace time) if ``state`` does not match the grid."""

@@ -72,6 +72,10 @@ class Lorenz96(AbstractStepper):
                 f"max|F|={float(jnp.max(jnp.abs(self.forcing))):g}; use dt <= {limit:.4g} (0.05 is usual)"
             )
 
+
+    def _construction_arguments(self) -> dict:
+        return {"n": self.grid.n, "forcing": self.forcing, "dt": self.dt, "scheme": self.scheme}
+
     def rhs(self, x):
         return (jnp.roll(x, -1) - jnp.roll(x, 2)) * jnp.roll(x, 1) - x + self.forcing
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
+from .._validate import check_field
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ..schemes import AbstractImplicitScheme, AbstractScheme, time_scheme
@@ -48,6 +49,7 @@ class NonlinearHeat(AbstractStepper):
         beta = jnp.asarray(beta, dtype=self.kappa.dtype)
         if beta.shape != ():
             raise ValueError(f"NonlinearHeat: beta must be a scalar, got shape {beta.shape}")
+        check_field("NonlinearHeat: beta (the exponent of κ₀ e^{βu})", beta)
         self.beta = beta
         self.source = None if source is None else as_field("NonlinearHeat: source", source, grid)
         self.scheme = time_scheme(scheme)
