@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import check
+from .. import check, io
 from .._rollout import rollout
 from ..adjoint import Checkpointed
 from ..grid import Dirichlet, Grid1D, Neumann
@@ -74,7 +73,7 @@ def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 
         "wall_time_s": elapsed,
         "outputs": ["demo.png", "trajectory.nc", "summary.json"],
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.write_json(out / "summary.json", summary)  # last: a folder with a summary.json holds a complete run
     return summary
 
 
@@ -92,7 +91,7 @@ def _save_trajectory(path: Path, grid: Grid1D, trajectory, times, model: Heat) -
         },
         attrs={"title": "diffphys demo: 1D heat equation", "Conventions": "CF-1.8"},
     )
-    ds.to_netcdf(path, engine="netcdf4")
+    io.write_netcdf(ds, path)
 
 
 def _save_figure(path, grid, trajectory, times, truth, first_guess, gradient, taylor) -> None:
@@ -115,5 +114,6 @@ def _save_figure(path, grid, trajectory, times, truth, first_guess, gradient, ta
     axes[1].set_title("Diffusivity and the misfit gradient ∂J/∂κ (red)")
     axes[1].legend(loc="upper left", fontsize="small")
     plot_taylor(axes[2], taylor)
-    fig.savefig(path, dpi=110)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -8,13 +8,13 @@ It builds the case's run (:class:`~diffphys._app.single.SingleWindowRun`, or
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
 
+from .. import io
 from .cycled import CYCLED_OUTPUTS, CycledRun
 from .load import Case
 from .single import SINGLE_OUTPUTS, SingleWindowRun
@@ -45,7 +45,7 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     summary = {"case": case.name, "description": case.description, "model": config["model"]["kind"],
                **run.summary(), "backend": jax.default_backend(), "wall_time_s": time.perf_counter() - started,
                "outputs": outputs}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.write_json(out / "summary.json", summary)  # last: a folder with a summary.json holds a complete run
     for line in run.closing_lines(summary):
         say(line)
     say(f"  wrote {', '.join(outputs)} to {out}/ in {summary['wall_time_s']:.1f} s")

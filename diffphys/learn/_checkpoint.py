@@ -2,7 +2,8 @@ r"""Training checkpoints: parameters, optimiser state, PRNG key and step, writte
 
 A checkpoint is one file written by :func:`equinox.tree_serialise_leaves` of the tuple
 ``(parameters, optimiser state, key data, step)``. It is first written to a temporary file in the
-same folder, flushed to disk, then renamed over the previous checkpoint (``os.replace`` is atomic),
+same folder, flushed to disk, then renamed over the previous checkpoint (``os.replace`` is atomic;
+:func:`diffphys.io.atomic_path`),
 so an interruption at any moment leaves either the old or the new checkpoint, never a torn one.
 Restoring needs a template with the same structure (the freshly initialised parameters and
 optimiser state), exactly as :func:`equinox.tree_deserialise_leaves` does; the bytes are restored
@@ -11,14 +12,14 @@ exactly, which is what makes resumed training bit-identical.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..io import atomic_path
 
 __all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint"]
 
@@ -45,17 +46,8 @@ def save_checkpoint(path, params, opt_state, key, step: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tree = (params, opt_state, _key_data(key), np.asarray(step, dtype=np.int64), np.asarray(_is_typed(key)))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            eqx.tree_serialise_leaves(f, tree)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        eqx.tree_serialise_leaves(f, tree)
     return path
 
 
