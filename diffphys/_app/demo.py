@@ -15,7 +15,9 @@ from ..adjoint import Checkpointed
 from ..grid import Dirichlet, Grid1D, Neumann
 from ..models import Heat
 
-__all__ = ["run_demo", "true_diffusivity"]
+__all__ = ["DEMO_OUTPUTS", "run_demo", "true_diffusivity"]
+
+DEMO_OUTPUTS = ("demo.png", "trajectory.nc", "summary.json")
 
 
 def true_diffusivity(x):
@@ -23,8 +25,12 @@ def true_diffusivity(x):
     return 0.02 + 0.03 * jnp.exp(-((x - 0.6) ** 2) / 0.02)
 
 
-def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 5) -> dict:
-    """Run the demo and write ``demo.png``, ``trajectory.nc`` and ``summary.json`` into ``out``.
+def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 5, *, overwrite: bool = False,
+             say=None) -> dict:
+    """Run the demo and write ``demo.png``, ``trajectory.nc`` and ``summary.json`` (last) into ``out``.
+
+    ``out`` must be empty or new; ``overwrite=True`` first removes a previous demo's or run's outputs
+    from it (``say`` receives a line naming them).
 
     1. Simulate heat ``u_t = (κ(x) u_x)_x`` from a Gaussian bump with a hot left end (Dirichlet 1)
        and an insulated right end (zero-flux Neumann), with the true κ(x).
@@ -32,6 +38,13 @@ def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 
        differentiate it with respect to the whole field κ(x) by reverse mode through the rollout.
     3. Verify the gradient with the Taylor test (rate 2) and the step's adjoint with the dot-product test.
     """
+    from .cycled import CYCLED_OUTPUTS
+    from .folder import prepare_output_folder
+    from .single import SINGLE_OUTPUTS
+
+    removed = prepare_output_folder(out, {*DEMO_OUTPUTS, *SINGLE_OUTPUTS, *CYCLED_OUTPUTS}, overwrite=overwrite)
+    if removed and say is not None:
+        say(f"diffphys demo: --overwrite: removed the previous outputs {', '.join(removed)} from {out}/")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     grid = Grid1D(n_cells, 1.0, bc=(Dirichlet(1.0), Neumann(0.0)))
@@ -71,7 +84,7 @@ def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 
         "dot_product_relative_error": adjoint.relative_error,
         "backend": jax.default_backend(),
         "wall_time_s": elapsed,
-        "outputs": ["demo.png", "trajectory.nc", "summary.json"],
+        "outputs": list(DEMO_OUTPUTS),
     }
     io.write_json(out / "summary.json", summary)  # last: a folder with a summary.json holds a complete run
     return summary
