@@ -4,7 +4,12 @@ losses, checkpoints."""
 
 from ._corrected import FEEDS as FEEDS, CorrectedStepper as CorrectedStepper
 from ._networks import MLP as MLP, ConvNet as ConvNet
-from ._checkpoint import CHECKPOINT_NAME as CHECKPOINT_NAME, load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._checkpoint import (
+    CHECKPOINT_NAME as CHECKPOINT_NAME,
+    checkpoint_info as checkpoint_info,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._scenarios import (
     EXTRA_TERMS as EXTRA_TERMS,
     CorrectionDataset as CorrectionDataset,
