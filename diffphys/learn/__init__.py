@@ -3,7 +3,7 @@ model-error scenarios, one training loop (solver-in-the-loop, from observations,
 losses, checkpoints."""
 
 from ._corrected import FEEDS as FEEDS, CorrectedStepper as CorrectedStepper
-from ._networks import MLP as MLP, ConvNet as ConvNet
+from ._networks import MLP as MLP, ConvNet as ConvNet, load_network as load_network, save_network as save_network
 from ._checkpoint import (
     CHECKPOINT_NAME as CHECKPOINT_NAME,
     checkpoint_info as checkpoint_info,
