@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,10 +36,7 @@ def environment(dtype: str = "float64") -> dict:
 
 
 def write_json(path: Path, data) -> None:
-    """Strict JSON (no NaN/inf), written atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+    """Strict JSON (non-finite numbers become null), written atomically: :func:`diffphys.io.write_json`."""
+    from diffphys.io import write_json as write
+
+    write(path, data)

@@ -23,7 +23,6 @@ ratios uncorrected / SITL and one-step / SITL.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -110,6 +109,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     from diffphys import learn as dl
+    from diffphys.io import write_json
 
     if args.quick:
         cfg = dict(n=16, n_steps=16, n_train=4, n_val=2, n_test=2, horizon=16, unroll=(2, 4), epochs=2,
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     }
     out = args.out if args.out.suffix == ".json" else args.out / f"corrections_float64{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

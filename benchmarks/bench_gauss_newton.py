@@ -15,7 +15,6 @@ time the median of repeats. (The solvers themselves are compared in ``bench_solv
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from bench_steppers import _memory_analysis
-from _common import median_time
+from _common import median_time, write_json
 
 
 def _memory(exe) -> int | None:
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
               "python": platform.python_version(), "hypergradients": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"gauss_newton{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_json(path, result)
     print(f"wrote {path}")
     return 0
 

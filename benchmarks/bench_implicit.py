@@ -22,7 +22,6 @@ and measured, not run. Prints a table and writes ``benchmarks/results/implicit_<
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from bench_steppers import _memory_analysis, memory_budget_bytes
-from _common import median_time
+from _common import median_time, write_json
 
 
 def main(argv=None) -> int:
@@ -103,7 +102,7 @@ def main(argv=None) -> int:
     _print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"implicit_{jnp.dtype(dtype).name}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_json(path, result)
     print(f"wrote {path}")
     return 0
 

@@ -18,7 +18,6 @@ The reference score is the published strong-constraint 4D-Var RMSE for this set-
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -39,6 +38,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_enable_x64", True)
     from diffphys._app.runner import run_case
     from diffphys.cases import load_case
+    from diffphys.io import write_json
 
     seeds = range(1 if args.quick else args.seeds)
     size = ["cycling.cycles=60", "cycling.spin_up=10"] if args.quick else []
@@ -72,9 +72,8 @@ def main(argv=None) -> int:
               f"{statistics.fmean(r['wall_time_s'] for r in rows):.1f} s |")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"lorenz96{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps({"published": PUBLISHED, "summary": table, "runs": records,
-                                "backend": jax.default_backend(), "jax": jax.__version__,
-                                "machine": platform.machine()}, indent=2))
+    write_json(path, {"published": PUBLISHED, "summary": table, "runs": records,
+                      "backend": jax.default_backend(), "jax": jax.__version__, "machine": platform.machine()})
     print(f"\nwrote {path}")
     return 0
 

@@ -24,13 +24,12 @@ sweeps are not counted there (GN: two per CG iteration; L-BFGS: one adjoint per 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
 import equinox as eqx
 import jax
-from _common import median_time
+from _common import median_time, write_json
 
 from diffphys.solvers import AbstractProblem
 
@@ -160,10 +159,9 @@ def main(argv=None) -> int:
               f"{r['time_s'] * 1e3:.1f} ms | {r['time_ratio_to_diffphys_gn']:.2f} | {r['cost_gap']:.1e} |")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"solvers{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps({"benchmark": "solvers", "target": TARGET, "rows": rows, "quick": args.quick,
-                                "heat2d_cells": args.heat2d_cells,
-                                "backend": jax.default_backend(), "device": str(jax.devices()[0]),
-                                "jax": jax.__version__, "python": platform.python_version()}, indent=2))
+    write_json(path, {"benchmark": "solvers", "target": TARGET, "rows": rows, "quick": args.quick,
+                      "heat2d_cells": args.heat2d_cells, "backend": jax.default_backend(),
+                      "device": str(jax.devices()[0]), "jax": jax.__version__, "python": platform.python_version()})
     print(f"\nwrote {path}")
     return 0
 

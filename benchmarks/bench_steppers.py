@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import os
 import platform
@@ -72,6 +71,7 @@ from jax import lax
 
 import diffphys
 from diffphys.adjoint import Checkpointed, Direct
+from diffphys.io import write_json
 
 try:
     import exponax
@@ -616,7 +616,7 @@ def main(argv=None) -> int:
     }
     out = args.out or default_out(dev["backend"], x64)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"\nwrote {out}")
     return 0 if result["agreement"]["passed"] else 1
 

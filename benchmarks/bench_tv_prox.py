@@ -18,7 +18,6 @@ Prints tables and writes ``benchmarks/results/tv_prox.json`` (``--out`` to chang
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -32,7 +31,7 @@ import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import lsq_linear  # noqa: E402
-from _common import median_time
+from _common import median_time, write_json
 
 
 def bench_1d(sizes, repeats, rng):
@@ -148,9 +147,7 @@ def main(argv=None) -> int:
         "dtype": "float64",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, allow_nan=False))
-    tmp.replace(args.out)
+    write_json(args.out, result)
     return 0 if result["goal_1d_error_met"] else 1
 
 

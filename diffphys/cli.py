@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("diffphys-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--cells", type=_positive_int, default=128, help="grid cells (default: %(default)s)")
     demo.add_argument("--steps", type=_positive_int, default=2000, help="time steps (default: %(default)s)")
+    demo.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder, removing its previous outputs first")
     run = commands.add_parser(
         "run",
         help="solve an assimilation case (default: heat1d-sparse) and write analysis.nc, summary.json, plots",
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a case value, e.g. --set solver.max_iterations=20 --set grid.n=64 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder, removing its previous outputs first")
     commands.add_parser("cases", help="list the built-in cases", description="List the built-in cases.")
     return parser
 
@@ -105,7 +107,7 @@ def _demo(args) -> int:
     if args.cells < 8:
         raise ValueError(f"--cells must be at least 8 for the demo, got {args.cells}")
     print(f"diffphys demo: 1D heat, {args.cells} cells, {args.steps} steps -> {args.out}/", flush=True)
-    summary = run_demo(args.out, n_cells=args.cells, n_steps=args.steps)
+    summary = run_demo(args.out, n_cells=args.cells, n_steps=args.steps, overwrite=args.overwrite, say=print)
     print(f"  misfit J at the first guess   {summary['misfit_at_first_guess']:.4e}")
     print(f"  |dJ/dκ|                       {summary['gradient_norm']:.4e}")
     print(f"  Taylor test rates (expect 2)  {', '.join(f'{r:.2f}' for r in summary['taylor_rates'])}")
@@ -124,7 +126,7 @@ def _run(args) -> int:
 
     case = load_case(args.case, args.overrides)
     out = args.out if args.out is not None else Path("diffphys-runs") / case.name
-    run_case(case, out, progress=None if args.quiet else (lambda line: print(line, flush=True)))
+    run_case(case, out, progress=None if args.quiet else (lambda line: print(line, flush=True)), overwrite=args.overwrite)
     return 0
 
 

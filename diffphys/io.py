@@ -10,6 +10,12 @@ datasets (and back) for files, notebooks and the command line.
   sensor is absent: the NaN masks of the 4D-Var residuals make that equivalent.
 * A **trajectory dataset** has dims ``(time, x[, y])`` with one variable per state field.
 
+Writing files: every file diffphys writes (NetCDF, JSON, pictures, checkpoints, saved networks)
+goes first to a hidden temporary name in the same folder (``.tmp-<random>-<name>``), is flushed to
+disk, and is then renamed over its final name (``os.replace``, atomic): an interrupted write never
+leaves a truncated file under a final name (:func:`atomic_path`). JSON is strict (:func:`write_json`:
+no ``NaN`` or ``Infinity``, non-finite numbers become ``null``).
+
 Reading user files: :func:`read_observations` accepts NetCDF (an observation dataset, in the root
 group or in a group ``observations`` as ``diffphys run`` writes it) or CSV with a header and the
 columns ``time, x[, y], value[, sigma]``, one row per observation, rows sorted by time.
@@ -17,8 +23,14 @@ columns ``time, x[, y], value[, sigma]``, one row per observation, rows sorted b
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import math
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +40,78 @@ from .grid import AbstractGrid
 from .observe import FootprintAverage, GridMask, ObservationSchedule, PointSensors
 
 __all__ = [
+    "TEMPORARY_PREFIX",
+    "atomic_path",
     "dataset_to_observations",
+    "json_safe",
     "observations_to_dataset",
     "open_netcdf",
     "read_observations",
     "trajectory_to_dataset",
+    "write_json",
     "write_netcdf",
 ]
 
 _AXES = ("x", "y")
 CONVENTIONS = "CF-1.8"
+TEMPORARY_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s contents to; renamed over ``path`` when the block ends.
+
+    The temporary file lies in ``path``'s folder (created if needed) as ``.tmp-<random>-<name>``
+    (same suffix, so writers that go by the suffix pick the right format). When the ``with`` block
+    ends normally, the file is flushed to disk and ``os.replace``-d onto ``path`` (atomic: readers
+    see the old file or the new one, never a torn one); when it raises, the temporary is removed.
+
+        with atomic_path(out / "analysis.png") as tmp:
+            fig.savefig(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TEMPORARY_PREFIX}{secrets.token_hex(4)}-{path.name}"
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def json_safe(data):
+    """``data`` with every non-finite float (NaN, ±inf) replaced by ``None`` and NumPy scalars and
+    arrays turned into Python numbers and lists, so that it can be written as strict JSON."""
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    if isinstance(data, np.ndarray):
+        return json_safe(data.tolist())
+    if isinstance(data, np.generic):
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
+def write_json(path, data, *, indent: int = 2) -> Path:
+    """Write ``data`` as strict JSON (RFC 8259: non-finite numbers become ``null``), atomically.
+
+    **Returns:** the path written.
+    """
+    path = Path(path)
+    text = json.dumps(json_safe(data), indent=indent, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+    return path
 
 
 def observations_to_dataset(
@@ -238,13 +312,23 @@ def trajectory_to_dataset(
     return xr.Dataset(data, coords=coords, attrs={"Conventions": CONVENTIONS, **(attrs or {})})
 
 
-def write_netcdf(ds: xr.Dataset, path, *, group: str | None = None, mode: str = "w") -> Path:
-    """Write ``ds`` to a NetCDF-4 file (lossless: float64 values and NaNs are kept bit for bit).
+def write_netcdf(ds: xr.Dataset, path, *, group: str | None = None, mode: str = "w",
+                 groups: dict[str, xr.Dataset] | None = None) -> Path:
+    """Write ``ds`` to a NetCDF-4 file (lossless: float64 values and NaNs are kept bit for bit), atomically.
 
-    ``group`` writes into a NetCDF group; ``mode="a"`` adds a group to an existing file.
+    ``group`` writes into a NetCDF group; ``mode="a"`` adds a group to an existing file;
+    ``groups`` (``{name: dataset}``) adds more groups to the same file. The file is written under
+    a temporary name and renamed into place (see :func:`atomic_path`; with ``mode="a"`` the
+    existing file is copied and the copy extended), so an interrupted write leaves the previous
+    file or none.
     """
     path = Path(path)
-    ds.to_netcdf(path, mode=mode, group=group, engine="netcdf4", format="NETCDF4")
+    with atomic_path(path) as tmp:
+        if mode == "a" and path.exists():
+            shutil.copyfile(path, tmp)
+        ds.to_netcdf(tmp, mode=mode, group=group, engine="netcdf4", format="NETCDF4")
+        for name, extra in (groups or {}).items():
+            extra.to_netcdf(tmp, mode="a", group=name, engine="netcdf4", format="NETCDF4")
     return path
 
 

@@ -1,6 +1,7 @@
 """The ``diffphys`` command line (at reduced size)."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,69 @@ def test_run_on_a_users_observation_file(tmp_path, capsys):
     assert summary["innovation_rms_analysis"] < 0.5 * summary["innovation_rms_background"]
     with xr.open_dataset(tmp_path / "mine" / "analysis.nc") as ds:
         assert "truth" not in ds and {"background", "analysis"} <= set(ds.data_vars)
+
+
+SMALLEST = ["--set", "grid.n=16", "--set", "solver.max_iterations=3", "--set", "observations.every=0.1"]
+KILLED_WHILE_PLOTTING = r"""
+import os, signal, sys
+import matplotlib.figure
+
+def torn_savefig(self, target, *args, **kwargs):
+    with open(target, "wb") as f:  # a picture's first bytes, then the process dies mid-write
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+matplotlib.figure.Figure.savefig = torn_savefig
+from diffphys.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_killed_mid_write_leaves_no_complete_looking_run_and_overwrite_clears_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_PLOTTING, "run", "--out", str(out), "--quiet", *SMALLEST],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc
+    # Killed while writing analysis.png: analysis.nc is complete, the picture is only a hidden temporary.
+    final = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert final == ["analysis.nc"], final
+    assert not (out / "summary.json").exists()
+    with xr.open_dataset(out / "analysis.nc") as ds, xr.open_dataset(out / "analysis.nc", group="observations") as obs:
+        assert {"truth", "background", "analysis"} <= set(ds.data_vars) and "value" in obs
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-") and leftovers[0].endswith("-analysis.png")
+    # Running into the folder again is refused; --overwrite clears the partial run first and says so.
+    assert main(["run", "--out", str(out), "--quiet", *SMALLEST]) == 2
+    err = capsys.readouterr().err
+    assert f"the output folder {out}/ is not empty" in err and "--overwrite" in err, err
+    assert main(["run", "--out", str(out), "--overwrite", "--set", "output.plots=false", *SMALLEST]) == 0
+    assert f"removed the previous outputs {leftovers[0]}, analysis.nc from {out}/" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.nc", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["outputs"] == ["analysis.nc", "summary.json"]
+
+
+def test_run_and_demo_refuse_a_non_empty_folder_unless_overwrite(tmp_path):
+    out = tmp_path / "previous"
+    out.mkdir()
+    for name in ("summary.json", "analysis.png", "notes.txt"):
+        (out / name).write_text("{}")
+    for args in (["run", *SMALLEST], ["demo", "--cells", "16", "--steps", "8"]):
+        proc = subprocess.run([sys.executable, "-m", "diffphys.cli", *args, "--out", str(out)], capture_output=True,
+                              text=True, check=False)
+        assert proc.returncode == 2, proc
+        assert (f"diffphys {args[0]}: error: the output folder {out}/ is not empty (it holds analysis.png, notes.txt, "
+                "summary.json); give another folder with --out, or pass --overwrite") in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["analysis.png", "notes.txt", "summary.json"]  # untouched
+
+
+def test_run_overwrite_removes_the_previous_runs_plots_and_keeps_other_files(tmp_path, capsys):
+    out = tmp_path / "previous"
+    out.mkdir()
+    for name in ("summary.json", "analysis.png", "cost.png", "notes.txt"):
+        (out / name).write_text("{}")
+    assert main(["run", "--out", str(out), "--overwrite", "--set", "output.plots=false", *SMALLEST]) == 0
+    assert f"removed the previous outputs analysis.png, cost.png, summary.json from {out}/" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.nc", "notes.txt", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["case"] == "heat1d-sparse"

@@ -1,5 +1,9 @@
 """xarray datasets and NetCDF files: lossless round trips, CF attributes, user files and their errors."""
 
+import json
+import math
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,3 +180,41 @@ def test_observation_file_errors(tmp_path):
     mixed = ob.ObservationSchedule.from_steps([1, 2], [DENSE, ob.FootprintAverage(GRID, [0.5], 0.1)], dt=0.1)
     with pytest.raises(ValueError, match=r"mixes sensor kinds \['footprint', 'point'\]"):
         dp.io.observations_to_dataset(mixed, np.zeros(5))
+
+
+def test_write_json_is_strict_and_turns_non_finite_numbers_into_null(tmp_path):
+    data = {"a": float("nan"), "b": [np.float64(np.inf), -math.inf, 1.5], "c": np.array([1.0, np.nan]),
+            "d": {"e": np.int64(3), "f": None}}
+    path = dp.io.write_json(tmp_path / "summary.json", data)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert strict == {"a": None, "b": [None, None, 1.5], "c": [1.0, None], "d": {"e": 3, "f": None}}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary left
+
+
+def test_an_interrupted_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "traj.nc"
+    before = dp.io.trajectory_to_dataset(GRID, np.zeros((1, 32)), [0.0])
+    dp.io.write_netcdf(before, path)
+    original = path.read_bytes()
+
+    class Interrupted(Exception):
+        pass
+
+    def half_written(self, target, *args, **kwargs):
+        Path(target).write_bytes(b"CDF\x01 truncated")
+        raise Interrupted
+
+    after = dp.io.trajectory_to_dataset(GRID, np.ones((1, 32)), [0.0])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(xr.Dataset, "to_netcdf", half_written)
+        with pytest.raises(Interrupted):
+            dp.io.write_netcdf(after, path)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["traj.nc"]
+    with dp.io.atomic_path(tmp_path / "new.txt") as tmp:
+        tmp.write_text("complete")
+        assert tmp.parent == tmp_path and tmp.name.startswith(dp.io.TEMPORARY_PREFIX) and tmp.suffix == ".txt"
+        assert not (tmp_path / "new.txt").exists()  # the final name appears only once complete
+    assert (tmp_path / "new.txt").read_text() == "complete"

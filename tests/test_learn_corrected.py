@@ -180,3 +180,45 @@ def test_an_mlp_corrects_lorenz96_and_its_derivatives_pass_the_checks():
     loss = lambda c: jnp.sum(dp.rollout(c, x, 5)[-1] ** 2)
     assert dp.check.taylor_test(lambda net: loss(eqx.tree_at(lambda c: c.network, corrected, net)),
                                 corrected.network).rate >= 1.9
+
+
+def test_networks_are_saved_with_their_hyperparameters_and_rebuilt_without_a_template(tmp_path):
+    nets = [
+        dl.ConvNet(dp.Grid1D(12), key=jax.random.key(0), width=3, depth=2, kernel_size=3, activation=jax.nn.relu),
+        dl.ConvNet(dp.Grid2D(6, 5, bc=("periodic", "dirichlet")), key=jax.random.key(1), width=2, depth=1,
+                   kernel_size=5, output_scale=0.1),
+        dl.ConvNet(dp.Grid1D(8, bc="neumann"), key=jax.random.key(2), depth=0),
+        dl.MLP(7, key=jax.random.key(3), width=5, depth=3, activation=jax.nn.tanh),
+    ]
+    for i, net in enumerate(nets):
+        path = dl.save_network(tmp_path / f"net{i}.eqx", net)
+        loaded = dl.load_network(path)
+        assert type(loaded) is type(net)
+        assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(net)  # incl. static fields
+        for a, b in zip(jax.tree_util.tree_leaves(net), jax.tree_util.tree_leaves(loaded)):
+            assert (a.dtype == b.dtype and np.array_equal(a, b)) if eqx.is_array(a) else a is b  # MLP: activation
+        u = jax.random.normal(jax.random.key(9), net.shape if isinstance(net, dl.ConvNet) else (net.size,))
+        assert np.array_equal(net(u), loaded(u))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"net{i}.eqx" for i in range(4)]  # no temporaries
+
+
+def test_loading_a_file_that_is_not_a_saved_network_is_a_clear_error(tmp_path):
+    net = dl.MLP(4, key=jax.random.key(0), width=3, depth=1)
+    params = {"w": jnp.arange(3.0)}
+    dl.save_checkpoint(tmp_path / "checkpoint.eqx", params, {}, jax.random.key(0), 3)
+    with pytest.raises(ValueError, match="checkpoint.eqx is not a diffphys-network file \\(a diffphys-checkpoint file\\)"):
+        dl.load_network(tmp_path / "checkpoint.eqx")
+    eqx.tree_serialise_leaves(tmp_path / "leaves.eqx", net)  # weights without hyper-parameters
+    with pytest.raises(ValueError, match="leaves.eqx is not a diffphys-network file; it starts with"):
+        dl.load_network(tmp_path / "leaves.eqx")
+    saved = dl.save_network(tmp_path / "net.eqx", net).read_bytes()
+    (tmp_path / "torn.eqx").write_bytes(saved[: len(saved) // 2 + 40])
+    with pytest.raises(ValueError, match="torn.eqx does not match the expected structure"):
+        dl.load_network(tmp_path / "torn.eqx")
+    with pytest.raises(FileNotFoundError, match="load_network: no file at"):
+        dl.load_network(tmp_path / "missing.eqx")
+    with pytest.raises(ValueError, match="activation .* is not a function of jax.nn"):
+        dl.save_network(tmp_path / "x.eqx", dl.MLP(4, key=jax.random.key(0), activation=lambda x: x ** 2))
+    with pytest.raises(TypeError, match="must be a ConvNet or an MLP, got dict"):
+        dl.save_network(tmp_path / "x.eqx", params)
+    assert not (tmp_path / "x.eqx").exists()

@@ -114,6 +114,26 @@ def test_resume_from_checkpoint_is_bit_identical(tiny, tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(_leaves(straight), _leaves(_corrected(tiny))))
 
 
+def test_resuming_from_a_later_or_foreign_checkpoint_is_refused(tiny, tmp_path):
+    folder = tmp_path / "run"
+    trained, _ = _train(tiny, folder)  # 8 steps, a checkpoint every 2
+    assert dl.checkpoint_info(folder / dl.CHECKPOINT_NAME)["step"] == 8
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint.eqx is at step 8, past the 4 steps asked for.*"
+                                         r"steps >= 8.*resume=False"):
+        _train(tiny, folder, epochs=1)
+    with pytest.raises(ValueError, match=r"\(step 8\) was written by a run with another key.*resume=False"):
+        _train(tiny, folder, key=jax.random.key(6))
+    with pytest.raises(ValueError, match=r"\(step 8\) was written with another optimiser.*learning rate.*resume=False"):
+        _train(tiny, folder, optimizer=optax.adam(2e-2))
+    again, history = _train(tiny, folder)  # the same run: resumed, nothing left to do
+    assert history.start_step == 8 and history.loss == []
+    for a, b in zip(_leaves(trained), _leaves(again)):
+        assert np.array_equal(a, b)
+    _, history = _train(tiny, folder, epochs=1, resume=False)  # asked: start over, replacing the checkpoint
+    assert history.start_step == 0 and len(history.loss) == 4
+    assert dl.checkpoint_info(folder / dl.CHECKPOINT_NAME)["step"] == 4
+
+
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
     poison = optax.chain(ADAM, optax.scale_by_schedule(lambda count: jnp.where(count == 2, jnp.nan, 1.0)))
     with pytest.raises(dl.NonFiniteLossError, match=r"non-finite at optimiser step 3 .*last good checkpoint \(step 2\)") as info:
@@ -148,6 +168,11 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
         dl.load_checkpoint(tmp_path / "missing.eqx", params, state, key)
     with pytest.raises(ValueError, match="does not match the given templates"):
         dl.load_checkpoint(tmp_path / "c.eqx", {"w": jnp.arange(4.0), "b": jnp.float64(0)}, state, key)
+    assert dl.checkpoint_info(tmp_path / "c.eqx")["step"] == 17
+    (tmp_path / "other.eqx").write_bytes(b"\x93NUMPY not a checkpoint")
+    for read in (dl.checkpoint_info, lambda p: dl.load_checkpoint(p, params, state, key)):
+        with pytest.raises(ValueError, match="other.eqx is not a diffphys-checkpoint file"):
+            read(tmp_path / "other.eqx")
 
 
 def test_bad_training_settings_are_rejected(tiny, tmp_path):

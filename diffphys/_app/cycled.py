@@ -146,7 +146,8 @@ def _write_plots(out, problem: CycledProblem, result) -> None:
     snap.set(xlabel="variable", ylabel="state", title=f"last window's end (t = {times[-1]:g})")
     snap.legend(fontsize="small")
     fig.suptitle(f"{problem.case.name}: {problem.case.description}", fontsize="medium")
-    fig.savefig(out / "analysis.png", dpi=100)
+    with io.atomic_path(out / "analysis.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 3.8), constrained_layout=True)
     k = np.arange(len(times))
@@ -154,5 +155,6 @@ def _write_plots(out, problem: CycledProblem, result) -> None:
     ax.plot(k, np.asarray(result.cost_final), color="C0", lw=1.0, label="analysis")
     ax.set(xlabel="window", ylabel="4D-Var cost", yscale="log", title="cost per window")
     ax.legend(fontsize="small")
-    fig.savefig(out / "cost.png", dpi=100)
+    with io.atomic_path(out / "cost.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

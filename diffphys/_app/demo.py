@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,13 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import check
+from .. import check, io
 from .._rollout import rollout
 from ..adjoint import Checkpointed
 from ..grid import Dirichlet, Grid1D, Neumann
 from ..models import Heat
 
-__all__ = ["run_demo", "true_diffusivity"]
+__all__ = ["DEMO_OUTPUTS", "run_demo", "true_diffusivity"]
+
+DEMO_OUTPUTS = ("demo.png", "trajectory.nc", "summary.json")
 
 
 def true_diffusivity(x):
@@ -24,8 +25,12 @@ def true_diffusivity(x):
     return 0.02 + 0.03 * jnp.exp(-((x - 0.6) ** 2) / 0.02)
 
 
-def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 5) -> dict:
-    """Run the demo and write ``demo.png``, ``trajectory.nc`` and ``summary.json`` into ``out``.
+def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 5, *, overwrite: bool = False,
+             say=None) -> dict:
+    """Run the demo and write ``demo.png``, ``trajectory.nc`` and ``summary.json`` (last) into ``out``.
+
+    ``out`` must be empty or new; ``overwrite=True`` first removes a previous demo's or run's outputs
+    from it (``say`` receives a line naming them).
 
     1. Simulate heat ``u_t = (κ(x) u_x)_x`` from a Gaussian bump with a hot left end (Dirichlet 1)
        and an insulated right end (zero-flux Neumann), with the true κ(x).
@@ -33,6 +38,13 @@ def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 
        differentiate it with respect to the whole field κ(x) by reverse mode through the rollout.
     3. Verify the gradient with the Taylor test (rate 2) and the step's adjoint with the dot-product test.
     """
+    from .cycled import CYCLED_OUTPUTS
+    from .folder import prepare_output_folder
+    from .single import SINGLE_OUTPUTS
+
+    removed = prepare_output_folder(out, {*DEMO_OUTPUTS, *SINGLE_OUTPUTS, *CYCLED_OUTPUTS}, overwrite=overwrite)
+    if removed and say is not None:
+        say(f"diffphys demo: --overwrite: removed the previous outputs {', '.join(removed)} from {out}/")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     grid = Grid1D(n_cells, 1.0, bc=(Dirichlet(1.0), Neumann(0.0)))
@@ -72,9 +84,9 @@ def run_demo(out: Path, n_cells: int = 128, n_steps: int = 2000, n_saves: int = 
         "dot_product_relative_error": adjoint.relative_error,
         "backend": jax.default_backend(),
         "wall_time_s": elapsed,
-        "outputs": ["demo.png", "trajectory.nc", "summary.json"],
+        "outputs": list(DEMO_OUTPUTS),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.write_json(out / "summary.json", summary)  # last: a folder with a summary.json holds a complete run
     return summary
 
 
@@ -92,7 +104,7 @@ def _save_trajectory(path: Path, grid: Grid1D, trajectory, times, model: Heat) -
         },
         attrs={"title": "diffphys demo: 1D heat equation", "Conventions": "CF-1.8"},
     )
-    ds.to_netcdf(path, engine="netcdf4")
+    io.write_netcdf(ds, path)
 
 
 def _save_figure(path, grid, trajectory, times, truth, first_guess, gradient, taylor) -> None:
@@ -115,5 +127,6 @@ def _save_figure(path, grid, trajectory, times, truth, first_guess, gradient, ta
     axes[1].set_title("Diffusivity and the misfit gradient ∂J/∂κ (red)")
     axes[1].legend(loc="upper left", fontsize="small")
     plot_taylor(axes[2], taylor)
-    fig.savefig(path, dpi=110)
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)

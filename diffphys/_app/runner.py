@@ -3,33 +3,43 @@
 It builds the case's run (:class:`~diffphys._app.single.SingleWindowRun`, or
 :class:`~diffphys._app.cycled.CycledRun` for a ``[cycling]`` case), solves it, writes
 ``analysis.nc`` and the plots, and writes ``summary.json`` last, with the fields every run shares
-(case, model, backend, wall time, outputs) around the run's own.
+(case, model, backend, wall time, outputs) around the run's own. Every file goes through a temporary
+name (:func:`diffphys.io.atomic_path`), so a folder with a ``summary.json`` holds a complete run. A
+non-empty folder is refused unless ``overwrite=True`` (``diffphys run --overwrite``).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jax
 
+from .. import io
 from .cycled import CYCLED_OUTPUTS, CycledRun
+from .demo import DEMO_OUTPUTS
+from .folder import prepare_output_folder
 from .load import Case
 from .single import SINGLE_OUTPUTS, SingleWindowRun
 
 __all__ = ["CYCLED_OUTPUTS", "SINGLE_OUTPUTS", "run_case"]
 
 
-def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print) -> dict:
+def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print,
+             overwrite: bool = False) -> dict:
     """Solve ``case`` and write its outputs into ``out`` (:data:`SINGLE_OUTPUTS`, or :data:`CYCLED_OUTPUTS`
     for a ``[cycling]`` case); return the summary.
 
     ``progress`` receives one line per report (start, iterations or windows, end); ``None`` is silent.
+    ``out`` must be empty or new; ``overwrite=True`` first removes a previous run's outputs from it
+    (see :func:`~diffphys._app.folder.prepare_output_folder`).
     """
     say = progress or (lambda line: None)
     started = time.perf_counter()
+    removed = prepare_output_folder(out, {*SINGLE_OUTPUTS, *CYCLED_OUTPUTS, *DEMO_OUTPUTS}, overwrite=overwrite)
+    if removed:
+        say(f"diffphys run: --overwrite: removed the previous outputs {', '.join(removed)} from {out}/")
     config = case.config
     run = (CycledRun if config["cycling"]["cycles"] is not None else SingleWindowRun)(case, say)
     say(f"diffphys run: {case.name} — {case.description}")
@@ -45,7 +55,7 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     summary = {"case": case.name, "description": case.description, "model": config["model"]["kind"],
                **run.summary(), "backend": jax.default_backend(), "wall_time_s": time.perf_counter() - started,
                "outputs": outputs}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.write_json(out / "summary.json", summary)  # last: a folder with a summary.json holds a complete run
     for line in run.closing_lines(summary):
         say(line)
     say(f"  wrote {', '.join(outputs)} to {out}/ in {summary['wall_time_s']:.1f} s")

@@ -283,10 +283,9 @@ def _write_analysis(path, problem: Problem, states, times, estimating, analysis_
         attrs={"title": f"diffphys run: {problem.case.name}", "case": problem.case.name,
                "description": problem.case.description},
     )
-    io.write_netcdf(ds, path)
     sigma = np.where(np.isfinite(problem.observations), problem.sigma, np.nan)
     obs = io.observations_to_dataset(problem.schedule, problem.observations, sigma, extra=equivalents)
-    io.write_netcdf(obs, path, group="observations", mode="a")
+    io.write_netcdf(ds, path, groups={"observations": obs})
 
 
 def _write_plots(out, problem: Problem, states, estimating, analysis_control, equivalents, costs, std) -> None:
@@ -323,9 +322,11 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
     plot_observation_fit(fit_ax, table["time"].values, table["value"].values, table["background"].values,
                          table["analysis"].values)
     fig.suptitle(f"{problem.case.name}: {problem.case.description}", fontsize="medium")
-    fig.savefig(out / "analysis.png", dpi=100)
+    with io.atomic_path(out / "analysis.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 3.8), constrained_layout=True)
     plot_cost(ax, costs)
-    fig.savefig(out / "cost.png", dpi=100)
+    with io.atomic_path(out / "cost.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -3,8 +3,13 @@ model-error scenarios, one training loop (solver-in-the-loop, from observations,
 losses, checkpoints."""
 
 from ._corrected import FEEDS as FEEDS, CorrectedStepper as CorrectedStepper
-from ._networks import MLP as MLP, ConvNet as ConvNet
-from ._checkpoint import CHECKPOINT_NAME as CHECKPOINT_NAME, load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._networks import MLP as MLP, ConvNet as ConvNet, load_network as load_network, save_network as save_network
+from ._checkpoint import (
+    CHECKPOINT_NAME as CHECKPOINT_NAME,
+    checkpoint_info as checkpoint_info,
+    load_checkpoint as load_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._scenarios import (
     EXTRA_TERMS as EXTRA_TERMS,
     CorrectionDataset as CorrectionDataset,

@@ -14,7 +14,11 @@ parameters that are not trainable (physics, solver settings) never change.
 * **Validation** after every ``validate_every`` steps and after the last one.
 * **Checkpoints** (trainable parameters, optimiser state, key, step; written atomically by
   :func:`~diffphys.learn.save_checkpoint`) every ``checkpoint_every`` steps; a run started again
-  with the same settings resumes from the checkpoint and gives bit-identical parameters.
+  with the same settings resumes from the checkpoint and gives bit-identical parameters. Resuming
+  is refused (``ValueError`` naming the checkpoint's step) when the checkpoint is past the steps
+  asked for, or was written by a run with another key or another optimiser (told apart by the
+  update a fresh optimiser state gives for a fixed probe gradient: its kind and first-step
+  settings, such as the learning rate); ``resume=False`` starts over.
 * A non-finite loss or update raises :class:`NonFiniteLossError` naming the step; the last good
   checkpoint is kept (the bad update is never written).
 * **Progress** is an argument: ``None`` (silent), ``True`` (lines on stderr; rewritten in place on a
@@ -40,7 +44,7 @@ import numpy as np
 import optax
 
 from .._misc import all_finite, check_int
-from ._checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from ._checkpoint import CHECKPOINT_NAME, _key_data, checkpoint_info, load_checkpoint, save_checkpoint
 
 __all__ = ["NonFiniteLossError", "TrainingHistory", "fit"]
 
@@ -106,6 +110,46 @@ def _as_progress(progress, name: str):
     raise TypeError(f"{name}: progress must be None, True or a callable fn(step, loss), got {progress!r}")
 
 
+def _run_identity(key, optimizer, params) -> dict:
+    """What a checkpoint records of the run that wrote it: the starting key, and the optimiser's first
+    update of a fixed probe gradient (per leaf: the sum and the sum of squares), which tells apart
+    optimisers and their first-step settings such as the learning rate."""
+    arrays = eqx.filter(params, eqx.is_inexact_array)
+    leaves, treedef = jax.tree_util.tree_flatten(arrays)
+    probe = treedef.unflatten([0.5 + jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape) for x in leaves])
+    try:
+        updates, _ = optimizer.update(probe, optimizer.init(probe), probe)
+        fingerprint = [float(f(u)) for u in jax.tree_util.tree_leaves(updates) for f in (jnp.sum, lambda u: jnp.sum(u * u))]
+    except Exception:  # an optimiser that needs more than (updates, state, params): not compared
+        fingerprint = None
+    return {"key": _key_data(key).tolist(), "optimizer": fingerprint}
+
+
+def _check_resumable(name: str, path: Path, steps: int, identity: dict) -> None:
+    """Refuse to resume from a checkpoint past ``steps``, or written by another run (another key or optimiser)."""
+    info = checkpoint_info(path)
+    at, run = info["step"], info.get("run") or {}
+    again = "pass resume=False to start over (its checkpoints replace this one), or use another checkpoint_dir"
+    if at > steps:
+        raise ValueError(
+            f"{name}: the checkpoint {path} is at step {at}, past the {steps} steps asked for: resuming would return "
+            f"it untrained further. Ask for steps >= {at} to continue it, or {again}"
+        )
+    if run.get("key") is not None and run["key"] != identity["key"]:
+        raise ValueError(
+            f"{name}: the checkpoint {path} (step {at}) was written by a run with another key (key data {run['key']}, "
+            f"this run's {identity['key']}); give that key to resume it, or {again}"
+        )
+    saved, now = run.get("optimizer"), identity["optimizer"]
+    if saved is not None and now is not None and (
+            len(saved) != len(now) or not np.allclose(saved, now, rtol=1e-6, atol=0, equal_nan=True)):
+        raise ValueError(
+            f"{name}: the checkpoint {path} (step {at}) was written with another optimiser (its first update of a "
+            f"probe gradient differs from this run's: another optimiser or learning rate); give that optimiser to "
+            f"resume it, or {again}"
+        )
+
+
 @eqx.filter_jit
 def _update(params, static, opt_state, data, key, loss_fn, optimizer):
     loss, grads = eqx.filter_value_and_grad(lambda p: loss_fn(eqx.combine(p, static), data, key))(params)
@@ -136,7 +180,9 @@ def fit(model, loss: Callable | Sequence[tuple[Any, Callable]], data, *, optimiz
     - ``validate``: ``validate(model) -> scalar``, run every ``validate_every`` steps (default: only
       after the last step) and after the last step.
     - ``checkpoint_dir``, ``checkpoint_every``, ``resume``: write a checkpoint every N steps into the
-      folder, and (``resume=True``) continue from the checkpoint found there.
+      folder, and (``resume=True``) continue from the checkpoint found there. A checkpoint past
+      ``steps``, or written with another key or optimiser, is refused (``ValueError``);
+      ``resume=False`` starts over and replaces it.
     - ``progress``: ``None``, ``True`` or ``fn(step, loss)`` (called after every step).
     - ``name``: the prefix of error messages and progress lines; ``stage_label``: how a curriculum
       stage is named in progress lines (``"m"`` for unroll lengths).
@@ -162,9 +208,13 @@ def fit(model, loss: Callable | Sequence[tuple[Any, Callable]], data, *, optimiz
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     opt_state = optimizer.init(eqx.filter(params, eqx.is_inexact_array))
     history, step, last_saved = TrainingHistory(), 0, None
+    identity = None if path is None else _run_identity(key, optimizer, params)
     if path is not None and resume and path.is_file():
+        _check_resumable(name, path, steps, identity)
         params, opt_state, key, step = load_checkpoint(path, params, opt_state, key)
         history.start_step = last_saved = step
+        if lines is not None:
+            lines(f"resuming from the checkpoint at step {step} in {path.parent}", final=True)
     periods = -(-steps // validate_every)
     report_every = max(1, validate_every // 10)  # ~10 progress lines per validation period
     while step < steps:
@@ -184,7 +234,7 @@ def fit(model, loss: Callable | Sequence[tuple[Any, Callable]], data, *, optimiz
             )
         history.loss.append(value)
         if checkpoint_every is not None and step % checkpoint_every == 0:
-            save_checkpoint(path, params, opt_state, key, step)
+            save_checkpoint(path, params, opt_state, key, step, run=identity)
             last_saved = step
         if callback is not None:
             callback(step, value)

@@ -7,6 +7,11 @@ convolution according to the grid's boundary conditions, so that it sees the sam
 the stepper's stencils see. :class:`MLP` is a dense network for flat state vectors (e.g.
 Lorenz-96), with no notion of space.
 
+:func:`save_network` writes a trained network with its hyper-parameters (one line of JSON: the
+class, the grid's shape and periodic axes, width, depth, kernel size, the activation by its
+``jax.nn`` name, the dtype) followed by its weights (:func:`equinox.tree_serialise_leaves`),
+atomically; :func:`load_network` rebuilds it from the file alone, with no template.
+
 References: K. Um, R. Brand, Y. Fei, P. Holl, N. Thuerey, "Solver-in-the-loop: learning from differentiable
 physics to interact with iterative PDE-solvers", NeurIPS 2020); D. Kochkov et al., "Machine
 learning-accelerated computational fluid dynamics", PNAS 118 (2021) e2101784118.
@@ -15,6 +20,7 @@ learning-accelerated computational fluid dynamics", PNAS 118 (2021) e2101784118.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -22,8 +28,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..grid import Grid1D, Grid2D, Periodic
+from ._checkpoint import read_header, read_leaves, write_with_header
 
-__all__ = ["MLP", "ConvNet"]
+__all__ = ["MLP", "ConvNet", "load_network", "save_network"]
+
+_FORMAT = "diffphys-network"
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:
@@ -131,3 +140,71 @@ class MLP(eqx.Module):
         if jnp.shape(u) != (self.size,):
             raise ValueError(f"MLP: input has shape {jnp.shape(u)}, expected ({self.size},)")
         return self.mlp(u)
+
+
+def _activation_name(fn) -> str:
+    for name in sorted(dir(jax.nn)):
+        if not name.startswith("_") and getattr(jax.nn, name) is fn:
+            return name
+    raise ValueError(
+        f"save_network: the activation {fn!r} is not a function of jax.nn, and activations are saved by name; build "
+        "the network with one of jax.nn's (e.g. jax.nn.gelu), or save its weights with equinox.tree_serialise_leaves "
+        "and load them into a network built the same way"
+    )
+
+
+def _hyperparameters(net) -> dict:
+    if isinstance(net, ConvNet):
+        first = net.layers[0]
+        return {"shape": list(net.shape), "periodic": [mode == "wrap" for mode in net.pad_modes],
+                "width": first.out_channels if len(net.layers) > 1 else 1, "depth": len(net.layers) - 1,
+                "kernel_size": int(first.kernel_size[0]), "activation": _activation_name(net.activation)}
+    if isinstance(net, MLP):
+        return {"size": net.size, "width": net.mlp.width_size, "depth": net.mlp.depth,
+                "activation": _activation_name(net.mlp.activation)}
+    raise TypeError(f"save_network: net must be a ConvNet or an MLP, got {type(net).__name__}")
+
+
+def save_network(path, net: ConvNet | MLP) -> Path:
+    """Write ``net`` (a :class:`ConvNet` or :class:`MLP`) with its hyper-parameters to ``path``, atomically.
+
+    The file is one line of JSON (``{"format": "diffphys-network", "class": ..., "hyperparameters":
+    {...}, "dtype": ...}``) followed by the weights (:func:`equinox.tree_serialise_leaves`);
+    :func:`load_network` rebuilds the network from it alone. The activation must be a function of
+    ``jax.nn`` (saved by name).
+
+    **Returns:** the path written.
+    """
+    hyperparameters = _hyperparameters(net)
+    floats = [x for x in jax.tree_util.tree_leaves(net) if eqx.is_inexact_array(x)]
+    header = {"format": _FORMAT, "version": 1, "class": type(net).__name__, "hyperparameters": hyperparameters,
+              "dtype": str(floats[0].dtype)}
+    return write_with_header(path, header, net)
+
+
+def load_network(path) -> ConvNet | MLP:
+    """Rebuild a network written by :func:`save_network` (hyper-parameters and weights; no template needed).
+
+    **Raises:** ``FileNotFoundError``; ``ValueError`` for a file that :func:`save_network` did not
+    write (e.g. a training checkpoint) or whose weights do not fit its hyper-parameters.
+    """
+    header = read_header(path, _FORMAT, "load_network")
+    kind, hp = header.get("class"), dict(header.get("hyperparameters") or {})
+    key = jax.random.key(0)  # the initial weights are replaced by the saved ones
+    try:
+        activation = getattr(jax.nn, hp.pop("activation"))
+        if kind == "ConvNet":
+            shape, periodic = hp.pop("shape"), hp.pop("periodic")
+            bc = ["periodic" if p else "neumann" for p in periodic]
+            grid = Grid1D(shape[0], bc=bc[0]) if len(shape) == 1 else Grid2D(*shape, bc=tuple(bc))
+            like = ConvNet(grid, key=key, activation=activation, **hp)
+        elif kind == "MLP":
+            like = MLP(hp.pop("size"), key=key, activation=activation, **hp)
+        else:
+            raise ValueError(f"unknown network class {kind!r}; valid are ['ConvNet', 'MLP']")
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"load_network: {path} has unusable hyper-parameters {header.get('hyperparameters')}: "
+                         f"{error}") from None
+    dtype = jnp.dtype(header.get("dtype", "float32"))
+    like = jax.tree_util.tree_map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, like)
+    return read_leaves(path, like, "load_network")
