@@ -125,3 +125,14 @@ def test_check_finite_on_host_matches_the_compiled_check():
         check_finite_on_host(traj, (0, 5, 10))
     with pytest.raises(eqx.EquinoxRuntimeError, match=r"^the analysis run: .* by step 0; reduce dt"):
         check_finite_on_host((np.full((2, 3), np.inf), np.ones((2, 3))), (0, 1), "the analysis run")
+
+
+def test_a_diverging_cycled_twin_experiment_names_the_step():
+    from diffphys import assimilate as da
+
+    model, u0, _ = _diverging()
+    schedule = ob.ObservationSchedule.from_steps((1000, 2000), ob.PointSensors(GRID, [0.25, 0.5]), dt=model.dt)
+    with pytest.raises(eqx.EquinoxRuntimeError,
+                       match=r"^cycled_twin_experiment: the truth run: the state became non-finite \(NaN or inf\) "
+                             r"by step \d+ \(it was finite at step \d+\)"):
+        da.cycled_twin_experiment(model, u0, schedule, 3, 0.1, jax.random.key(0))
