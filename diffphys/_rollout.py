@@ -16,7 +16,7 @@ from jax import lax
 from ._types import PyTree
 from .adjoint import AbstractAdjoint, Checkpointed, Direct, Implicit
 
-__all__ = ["rollout", "save_steps"]
+__all__ = ["check_finite_on_host", "rollout", "save_steps"]
 
 _MAX_STEP_MESSAGES = 4096
 _EXACT_FLOAT32_STEPS = 2**24
@@ -257,21 +257,37 @@ def _recursive_rollout(stepper, state, steps: tuple[int, ...], checkpoints: int 
     return trajectory
 
 
+def _non_finite_message(step: int, previous: int | None) -> str:
+    return (f"rollout: the state became non-finite (NaN or inf) by step {step}"
+            + (f" (it was finite at step {previous})" if previous is not None else "")
+            + "; reduce dt, check the parameters and the initial state, or pass check_finite=False")
+
+
 def _error_if_not_finite(trajectory, steps: tuple[int, ...]):
     """Raise at run time if a saved state is non-finite, naming the first such step."""
     finite = [jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree_util.tree_leaves(trajectory)]
     ok = jnp.all(jnp.stack(finite), axis=0)
     first_bad = jnp.argmin(ok)
     if len(steps) <= _MAX_STEP_MESSAGES:
-        messages = [
-            f"rollout: the state became non-finite (NaN or inf) by step {s}"
-            + (f" (it was finite at step {p})" if p is not None else "")
-            + "; reduce dt, check the parameters and the initial state, or pass check_finite=False"
-            for s, p in zip(steps, (None,) + steps[:-1])
-        ]
+        messages = [_non_finite_message(s, p) for s, p in zip(steps, (None,) + steps[:-1])]
         return eqx.branched_error_if(trajectory, ~jnp.all(ok), first_bad, messages)
     return eqx.error_if(
         trajectory, ~jnp.all(ok),
         "rollout: a saved state is non-finite (NaN or inf); reduce dt, check the parameters and the "
         "initial state, or pass check_finite=False",
     )
+
+
+def check_finite_on_host(trajectory, steps: Sequence[int], what: str = "rollout") -> None:
+    """The check of ``rollout(..., check_finite=True)`` done on concrete arrays, outside the compiled program.
+
+    Raises :class:`equinox.EquinoxRuntimeError` (as the compiled check does) naming the first saved
+    step whose state is not finite. Used where a program must stay free of host callbacks, which
+    JAX's persistent compilation cache does not store.
+    """
+    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(trajectory)]
+    ok = np.all(np.stack([np.isfinite(x).reshape(x.shape[0], -1).all(axis=1) for x in leaves]), axis=0)
+    if not ok.all():
+        bad = int(np.argmin(ok))
+        message = _non_finite_message(steps[bad], steps[bad - 1] if bad else None)
+        raise eqx.EquinoxRuntimeError(message.replace("rollout:", f"{what}:", 1))

@@ -18,8 +18,13 @@ from ._app.build import (
     build_cycled_problem as build_cycled_problem,
     build_problem as build_problem,
 )
-from ._app.load import Case as Case, builtin_cases as builtin_cases, load_case as load_case
+from ._app.load import (
+    Case as Case,
+    builtin_case_text as builtin_case_text,
+    builtin_cases as builtin_cases,
+    load_case as load_case,
+)
 from ._app.schema import SCHEMA as SCHEMA, CaseError as CaseError
 
 __all__ = ["SCHEMA", "Case", "CaseError", "CycledProblem", "Problem", "build_cycled_problem", "build_problem",
-           "builtin_cases", "load_case"]
+           "builtin_case_text", "builtin_cases", "load_case"]

@@ -52,7 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a case value, e.g. --set solver.max_iterations=20 --set grid.n=64 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder, removing its previous outputs first")
-    commands.add_parser("cases", help="list the built-in cases", description="List the built-in cases.")
+    run.add_argument("--no-cache", action="store_true",
+                     help="do not read or write the compilation cache (~/.cache/diffphys/jax, or $DIFFPHYS_CACHE_DIR; "
+                          "DIFFPHYS_CACHE_DIR=off also turns it off)")
+    cases = commands.add_parser("cases", help="list the built-in cases (--show NAME prints one's TOML)",
+                                description="List the built-in cases, or print one's case file to copy and edit.")
+    cases.add_argument("--show", metavar="NAME", default=None, help="print the TOML of built-in case NAME")
     return parser
 
 
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "cases":
-            return _cases()
+            return _cases(args.show)
     except Exception as error:
         if os.environ.get("DIFFPHYS_DEBUG", "") not in ("", "0"):
             raise
@@ -121,18 +126,23 @@ def _run(args) -> int:
 
     # Twin experiments and their derivatives are verified in float64; assimilation runs in it too.
     jax.config.update("jax_enable_x64", True)
+    from ._app.cache import cache_dir, enable_cache
     from ._app.runner import run_case
     from .cases import load_case
 
     case = load_case(args.case, args.overrides)
     out = args.out if args.out is not None else Path("diffphys-runs") / case.name
+    enable_cache(None if args.no_cache else cache_dir())
     run_case(case, out, progress=None if args.quiet else (lambda line: print(line, flush=True)), overwrite=args.overwrite)
     return 0
 
 
-def _cases() -> int:
-    from .cases import builtin_cases
+def _cases(show: str | None = None) -> int:
+    from .cases import builtin_case_text, builtin_cases
 
+    if show is not None:
+        print(builtin_case_text(show), end="")
+        return 0
     cases = builtin_cases()
     width = max(map(len, cases))
     for name, description in cases.items():

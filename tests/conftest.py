@@ -5,6 +5,9 @@ import os
 
 # Several test workers (pytest-xdist) may share one GPU: allocate on demand, not 75% each.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# `diffphys run` turns JAX's persistent compilation cache on (in ~/.cache): tests that call it, in
+# this process or in a subprocess, leave the user's cache alone; the cache's own tests pass a folder.
+os.environ.setdefault("DIFFPHYS_CACHE_DIR", "off")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -46,3 +46,25 @@ def test_progress_inside_a_users_jit_keeps_reporting_on_later_calls():
 def test_a_progress_that_is_not_callable_is_refused():
     with pytest.raises(TypeError, match="progress must be None, True, 'lines'"):
         S.iterate(S.GaussNewton(), _problem(), progress=3)
+
+
+def test_print_progress_writes_plain_lines_to_a_log_and_rewrites_a_terminal_line(capsys, monkeypatch):
+    import io
+    import sys
+
+    problem, solver = _problem(), S.GaussNewton(globalization="none")
+    solve = lambda: jax.block_until_ready(S.iterate(solver, problem, mode=S.Unrolled(3),
+                                                    progress=S.PrintProgress(label="gn")).value)
+    solve()
+    err = capsys.readouterr().err
+    assert "\r" not in err  # captured stderr is not a terminal: one whole line per report
+    assert [line.split()[:3] for line in err.splitlines()] == [["gn", "it", str(k)] for k in range(4)]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    solve()
+    assert terminal.getvalue().count("\r") == 4 and "\n" not in terminal.getvalue()

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import io
-from .._rollout import rollout
+from .._rollout import check_finite_on_host, rollout
 from ..adjoint import Checkpointed, Direct
 from ..assimilate import CycledTwin, InitialState, Parameter, StrongConstraint4DVar, cycled_twin_experiment
 from ..grid import Grid1D, Grid2D
@@ -331,7 +331,11 @@ def build_cycled_problem(case: Case) -> CycledProblem:
     u0 = _evaluate(config["truth"]["initial"], grid, "[truth] initial")
     spin_up_steps = _whole_steps(config["truth"]["spin_up"], dt, "[truth] spin_up")
     shift = _whole_steps(shift_time, dt, "[cycling] shift" if cycling["shift"] is not None else "[window] duration")
-    x0 = rollout(model, jnp.asarray(u0), spin_up_steps)[-1] if spin_up_steps else jnp.asarray(u0)
+    x0 = jnp.asarray(u0)
+    if spin_up_steps:  # checked on the host: the program stays cacheable (no host callback)
+        x0 = rollout(model, x0, spin_up_steps, check_finite=False)
+        check_finite_on_host(x0, (spin_up_steps,), "[truth] spin_up")
+        x0 = x0[-1]
     k_twin, k_background = jax.random.split(jax.random.key(config["seed"]))
     try:
         twin = cycled_twin_experiment(model, x0, schedule, cycling["cycles"], sigma, k_twin,

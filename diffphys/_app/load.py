@@ -21,7 +21,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .schema import REQUIRED, SCHEMA, CaseError, check_consistency, check_known
 
-__all__ = ["DEFAULT_CASE", "Case", "builtin_cases", "load_case"]
+__all__ = ["DEFAULT_CASE", "Case", "builtin_case_text", "builtin_cases", "load_case"]
 
 DEFAULT_CASE = "heat1d-sparse"
 _UNSET = object()  # "--set section.key=" removes a key
@@ -51,6 +51,16 @@ def builtin_cases() -> dict[str, str]:
         if entry.name.endswith(".toml"):
             out[entry.name[: -len(".toml")]] = tomllib.loads(entry.read_text(encoding="utf-8")).get("description", "")
     return out
+
+
+def builtin_case_text(name: str) -> str:
+    """The TOML text of built-in case ``name`` (to copy and edit); :class:`CaseError` for an unknown name."""
+    names = builtin_cases()
+    if name not in names:
+        hint = difflib.get_close_matches(name, list(names), n=1)
+        raise CaseError(f"unknown built-in case {name!r}; the built-in cases are {sorted(names)}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return (_builtin_dir() / f"{name}.toml").read_text(encoding="utf-8")
 
 
 def _parse_override(text: str) -> tuple[str, str, Any]:

@@ -26,6 +26,15 @@ from .single import SINGLE_OUTPUTS, SingleWindowRun
 __all__ = ["CYCLED_OUTPUTS", "SINGLE_OUTPUTS", "run_case"]
 
 
+def _compiling_line() -> str:
+    """What the run does before its first result: compile (or read from JAX's persistent cache)."""
+    folder = jax.config.jax_compilation_cache_dir
+    if folder:
+        return (f"  compiling the model and solver (the first run of a case compiles; later runs read the "
+                f"compilation cache in {folder}) ...")
+    return "  compiling the model and solver (the compilation cache is off: every run compiles) ..."
+
+
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print,
              overwrite: bool = False) -> dict:
     """Solve ``case`` and write its outputs into ``out`` (:data:`SINGLE_OUTPUTS`, or :data:`CYCLED_OUTPUTS`
@@ -41,8 +50,9 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     if removed:
         say(f"diffphys run: --overwrite: removed the previous outputs {', '.join(removed)} from {out}/")
     config = case.config
-    run = (CycledRun if config["cycling"]["cycles"] is not None else SingleWindowRun)(case, say)
     say(f"diffphys run: {case.name} — {case.description}")
+    say(_compiling_line())
+    run = (CycledRun if config["cycling"]["cycles"] is not None else SingleWindowRun)(case, say)
     say(run.describe())
     run.solve()
     out = Path(out)

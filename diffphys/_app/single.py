@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from .. import io
-from .._rollout import rollout
+from .._rollout import check_finite_on_host, rollout
 from ..assimilate import posterior
 from ..solvers import Composite, Converged, Solution, iterate
 from .build import Problem, build_problem
@@ -72,11 +72,13 @@ def _window_outputs(fourdvar, v, truth, n_steps: int, steps: tuple[int, ...], es
     at_snapshots, at_observations = np.searchsorted(saved, steps), np.searchsorted(saved, observed)
     pick = lambda trajectory, rows: jax.tree_util.tree_map(lambda a: a[rows], trajectory)
     states, equivalents = {}, {}
+    # Non-finite states are checked on the host (see ``solve``): equinox's run-time errors are host
+    # callbacks, and a program with host callbacks is not written to JAX's persistent cache.
     if truth is not None:
-        states["truth"] = _first_field(rollout(*truth, n_steps, save_at=steps))
+        states["truth"] = _first_field(rollout(*truth, n_steps, save_at=steps, check_finite=False))
     for name, control in (("background", zero), ("analysis", v)):
         model, initial = fourdvar.control_map.apply(fourdvar.model, fourdvar.control(control))
-        trajectory = rollout(model, initial, max(n_steps, saved[-1]), save_at=saved)
+        trajectory = rollout(model, initial, max(n_steps, saved[-1]), save_at=saved, check_finite=False)
         states[name] = _first_field(pick(trajectory, at_snapshots))
         equivalents[name] = fourdvar.schedule.observe(pick(trajectory, at_observations))
     return analysis_control, states, equivalents
@@ -149,36 +151,32 @@ class SingleWindowRun:
         problem, config, say, estimating = self.problem, self.case.config, self.say, self._estimating
         fourdvar = problem.fourdvar
         solver = config["solver"]
-        every = max(1, solver["max_iterations"] // 10)
-        reported = []
-
-        def show(iteration, records):
-            reported.append(iteration)
-            name, value = _measure(records)
-            label = "|gradient|" if name == "gradient_norm" else "residual"
-            say(f"  iteration {iteration:4d}   cost {records['cost']:.6e}   {label} {value:.3e}")
-
-        solution = _solve(fourdvar, problem.prior, solver,
-                          progress=lambda i, records: show(i, records) if i % every == 0 else None)
+        # The iteration lines come from the solution's history after the solve, not from a callback
+        # inside it: JAX's persistent cache does not store a program with host callbacks.
+        solution = _solve(fourdvar, problem.prior, solver, progress=None)
         history, v, iterations = solution.history(), solution.value, solution.num_steps
         costs = history["cost"]
+        self.measure, measures = _measure(history)
+        label = "|gradient|" if self.measure == "gradient_norm" else "residual"
+        every = max(1, solver["max_iterations"] // 10)
+        for i in sorted(set(range(0, iterations + 1, every)) | {iterations}):
+            say(f"  iteration {i:4d}   cost {costs[i]:.6e}   {label} {measures[i]:.3e}")
         if solution.outcome == "nonfinite":
             _refuse_nonfinite(np.asarray(costs), solver)
         if estimating is not None:  # the solve traces the parameter; check the final one, concrete, before reporting it
-            try:
+            try:  # (an estimate past the scheme's stability limit at dt, RESULTS.unstable_model, fails here too)
                 fourdvar.model_for(v)
             except ValueError as error:
                 raise CaseError(f"[control] parameter {estimating}: the analysis is not a valid model, so it is not "
                                 f"reported: {error}") from None
-        self.measure, measures = _measure(history)
-        if iterations not in reported:
-            show(iterations, {"cost": costs[-1], self.measure: measures[-1]})
         # Trajectories over the window at a few snapshots (the observed field of a tuple state).
         steps = tuple(int(s) for s in np.unique(np.rint(np.linspace(0, problem.n_steps, config["output"]["snapshots"]))))
         truth = None if problem.truth_model is None else (problem.truth_model, problem.truth_state)
         analysis_control, states, equivalents = jax.tree_util.tree_map(
             np.asarray, _window_outputs(fourdvar, v, truth, problem.n_steps, steps, estimating)
         )
+        for name, field in states.items():
+            check_finite_on_host(field, steps, f"the {name} run")
         analysis_control = analysis_control.reshape(problem.grid.shape)
         if problem.clean_observations is not None:
             equivalents = {"truth": problem.clean_observations, **equivalents}

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from .._rollout import rollout
+from .._rollout import check_finite_on_host, rollout
+from .._validate import is_concrete
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ._fourdvar import StrongConstraint4DVar
 from .._solution import result_name
@@ -112,7 +113,12 @@ def cycled_twin_experiment(model, truth, schedule: ObservationSchedule, n_cycles
     truth = jnp.asarray(truth, dtype=jnp.result_type(float))
     model.check_state(truth)
     n_steps = (n_cycles - 1) * shift + length
-    states = rollout(model, truth, n_steps, save_at=range(n_steps + 1))
+    # Concrete inputs are checked on the host, which keeps the rollout's program free of host
+    # callbacks (equinox's run-time errors) so JAX's persistent cache can store it.
+    concrete = is_concrete((model, truth))
+    states = rollout(model, truth, n_steps, save_at=range(n_steps + 1), check_finite=not concrete)
+    if concrete:
+        check_finite_on_host(states, range(n_steps + 1), f"{name}: the truth run")
     steps = np.asarray(schedule.steps)
     windows = jnp.stack([states[k * shift + steps] for k in range(n_cycles)])
     clean = jax.vmap(schedule.observe)(windows)

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._rollout import rollout
+from .._rollout import check_finite_on_host, rollout
 from .._types import PyTree
+from .._validate import is_concrete
 from ._covariance import AbstractCovariance, DiagonalR
 from ._schedule import ObservationSchedule
 
@@ -73,15 +74,21 @@ def twin_experiment(
     if not (isinstance(missing_fraction, (int, float)) and 0.0 <= missing_fraction < 1.0):
         raise ValueError(f"twin_experiment: missing_fraction must be in [0, 1), got {missing_fraction!r}")
     R = DiagonalR(schedule.per_observation(noise_sigma, "twin_experiment: noise_sigma"))
-    trajectory, clean, noisy, background = _simulate(model, truth, schedule, R, key, background, missing_fraction)
+    # Outside a trace the truth run is checked on the host, which keeps the compiled program free of
+    # host callbacks (equinox's run-time errors), so JAX's persistent cache can store it.
+    traced = not is_concrete((model, truth, key, background))
+    trajectory, clean, noisy, background = _simulate(model, truth, schedule, R, key, background, missing_fraction,
+                                                     traced)
+    if not traced:
+        check_finite_on_host(trajectory, schedule.steps, "twin_experiment: the truth run")
     return TwinExperiment(truth, trajectory, noisy, clean, R, background)
 
 
 @eqx.filter_jit
-def _simulate(model, truth, schedule, R, key, background, missing_fraction):
+def _simulate(model, truth, schedule, R, key, background, missing_fraction, check_finite: bool):
     """The experiment's arithmetic, one compiled program: truth run, observation, noise, gaps, background."""
     k_noise, k_missing, k_background = jax.random.split(key, 3)
-    trajectory = rollout(model, truth, schedule.n_steps, save_at=schedule.steps)
+    trajectory = rollout(model, truth, schedule.n_steps, save_at=schedule.steps, check_finite=check_finite)
     clean = schedule.observe(trajectory)
     noisy = clean + R.sample(k_noise, clean)
     if missing_fraction > 0.0:
