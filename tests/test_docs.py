@@ -7,6 +7,7 @@ Reads the sources with `ast` (no import of diffphys, no mkdocs needed); CI build
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -30,6 +31,7 @@ def _file(module: str) -> Path | None:
     return None
 
 
+@functools.cache
 def _tree(module: str) -> ast.Module:
     return ast.parse(_file(module).read_text(encoding="utf-8"))
 
@@ -44,6 +46,7 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
     return ".".join(parts + ([node.module] if node.module else []))
 
 
+@functools.cache
 def _reexports(module: str) -> dict[str, str]:
     """Explicit re-exports `from X import a as a` of a module: name -> absolute module X."""
     out = {}
@@ -55,6 +58,7 @@ def _reexports(module: str) -> dict[str, str]:
     return out
 
 
+@functools.cache
 def _definitions(module: str) -> set[str]:
     return {
         node.name
@@ -63,6 +67,7 @@ def _definitions(module: str) -> set[str]:
     }
 
 
+@functools.cache
 def public_names(module: str) -> set[str]:
     """A package's public API is what its __init__ re-exports (submodules excluded: they get their own
     page); a plain module's is its public functions and classes."""
@@ -71,6 +76,7 @@ def public_names(module: str) -> set[str]:
     return _definitions(module)
 
 
+@functools.cache
 def origin(module: str, name: str) -> str:
     """Where `module.name` is defined, following re-exports."""
     source = _reexports(module).get(name)
