@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "diffphys"
 DOCS = ROOT / "docs"
 API = DOCS / "api"
+# The command line is documented by `diffphys --help`, the README and the case-file reference.
+NOT_IN_API_REFERENCE = {"diffphys.cli"}
 BLOCK = re.compile(r"^::: (?P<ident>[\w.]+)[ \t]*$", re.MULTILINE)
 
 
@@ -67,10 +69,19 @@ def _definitions(module: str) -> set[str]:
     }
 
 
+def _all(module: str) -> list[str] | None:
+    for node in _tree(module).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
 @functools.cache
 def public_names(module: str) -> set[str]:
-    """A package's public API is what its __init__ re-exports (submodules excluded: they get their own
-    page); a plain module's is its public functions and classes."""
+    """A module's `__all__` where it has one; else a package's public API is what its __init__ re-exports
+    (submodules excluded: they get their own page), and a plain module's is its public functions and classes."""
+    if (names := _all(module)) is not None:
+        return set(names)
     if _file(module).name == "__init__.py":
         return {name for name, source in _reexports(module).items() if _file(f"{source}.{name}") is None}
     return _definitions(module)
@@ -86,11 +97,14 @@ def origin(module: str, name: str) -> str:
 
 
 def public_modules() -> list[str]:
-    """diffphys, the modules it re-exports (`from . import x as x`) and every public subpackage."""
+    """diffphys, the modules it re-exports (`from . import x as x`), every public subpackage and every
+    public module with an `__all__`."""
     modules = {"diffphys"}
     modules |= {f"{src}.{n}" for n, src in _reexports("diffphys").items() if _file(f"{src}.{n}")}
     modules |= {f"diffphys.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py") if not p.parent.name.startswith("_")}
-    return sorted(modules)
+    # Public modules that declare their API (grid, cases, ...).
+    modules |= {f"diffphys.{p.stem}" for p in PACKAGE.glob("[!_]*.py") if _all(f"diffphys.{p.stem}") is not None}
+    return sorted(modules - NOT_IN_API_REFERENCE)
 
 
 def _split(ident: str) -> tuple[str, str | None]:
