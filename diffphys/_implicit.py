@@ -96,7 +96,7 @@ def implicit_solution(
 ):
     r"""Return ``solution`` with derivatives from the implicit function theorem.
 
-    ``solution`` must solve $F(x, \theta) = $ ``residual(x, theta)`` $= 0$ (to the accuracy you
+    ``solution`` must solve $F(x, \theta) =$ ``residual(x, theta)`` $= 0$ (to the accuracy you
     want derivatives to); how it was found does not matter and is not differentiated. The
     derivatives with respect to ``theta`` (any pytree: arrays, models) and to arrays that
     ``residual`` closes over are

@@ -103,7 +103,7 @@ def check_loop_adjoint(where: str, adjoint) -> AbstractAdjoint:
 def scan(f: Callable, init, xs, length: int, adjoint: AbstractAdjoint = Direct()):
     r"""``lax.scan(f, init, xs, length)`` whose reverse-mode derivative follows ``adjoint``.
 
-    $(y_{k+1}, o_k) = f(y_k, x_k)$ for $k < $ ``length``; returns ``(y_n, stacked o)`` as ``lax.scan``.
+    $(y_{k+1}, o_k) = f(y_k, x_k)$ for $k <$ ``length``; returns ``(y_n, stacked o)`` as ``lax.scan``.
     """
     check_loop_adjoint("scan", adjoint)
     if length == 0:
