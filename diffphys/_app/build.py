@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from fractions import Fraction
 from typing import Any
 
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 
 from .. import io
 from .._rollout import check_finite_on_host, rollout
+from .._time_step import common_spacing
 from ..adjoint import Checkpointed, Direct
 from ..assimilate import CycledTwin, InitialState, Parameter, StrongConstraint4DVar, cycled_twin_experiment
 from ..grid import Grid1D, Grid2D
@@ -119,14 +119,11 @@ def _whole_steps(value: float, dt: float, where: str) -> int:
 
 
 def _time_step(times: np.ndarray, duration: float, dt_max: float) -> float:
-    """The largest dt <= dt_max of which every observation time and the duration are multiples."""
-    spacing = Fraction(0)
-    for t in (*times.tolist(), duration):
-        f = Fraction(repr(float(t))).limit_denominator(10**9)
-        spacing = f if spacing == 0 else Fraction(math.gcd(spacing.numerator * f.denominator, f.numerator * spacing.denominator),
-                                                  spacing.denominator * f.denominator)
-    sub = max(1, math.ceil(float(spacing) / dt_max * (1 - 1e-12)))
-    dt = float(spacing) / sub
+    """The largest dt <= dt_max of which every observation time and the duration are multiples (the rule of
+    :func:`diffphys.stable_time_step`, with the stability limit already in ``dt_max``)."""
+    spacing = common_spacing((*times.tolist(), duration), name="[observations] times and [window] duration")
+    sub = max(1, math.ceil(spacing / dt_max * (1 - 1e-12)))
+    dt = spacing / sub
     if duration / dt > MAX_STEPS:
         raise CaseError(
             f"the observation times need a time step of {dt:.3g} ({duration / dt:.3g} steps over the window); "
