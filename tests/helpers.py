@@ -1,4 +1,4 @@
-"""Shared helpers for the tests: observed convergence order and rollout losses."""
+"""Shared helpers for the tests: observed convergence order, rollout losses, a small log-κ 4D-Var problem."""
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +56,21 @@ def check_bit_identical_resume(train, tmp_path, interrupt_at: int, start_step: i
         assert np.array_equal(a, b)  # bit for bit
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [checkpoint_name]  # no temporary files left
     return straight
+
+
+def log_kappa_problem(grid):
+    """A 1D heat 4D-Var problem estimating log κ (truth 0.02 exp(0.4 sin 2πx), first guess 0.02) from every
+    other cell at steps 10, 20, 30; returns ``(problem, kappa_true)``."""
+    from diffphys import assimilate as da
+    from diffphys import observe as ob
+
+    kappa_true = 0.02 * jnp.exp(0.4 * jnp.sin(2 * jnp.pi * grid.x))
+    model = dp.Heat(grid, kappa_true, dt=1e-3)
+    u0 = jnp.cos(jnp.pi * grid.x) + 0.5 * jnp.cos(3 * jnp.pi * grid.x)
+    schedule = ob.ObservationSchedule.from_steps([10, 20, 30], ob.subsample(grid, 2), dt=model.dt)
+    twin = ob.twin_experiment(model, u0, schedule, 0.002, jax.random.key(1))
+    control = da.Parameter("kappa", u0, transform="log")
+    background = control.to_control(jnp.full(grid.shape, 0.02))
+    problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, ob.DiffusionB(grid, 0.5, 0.15),
+                                       background, control)
+    return problem, kappa_true

@@ -12,6 +12,8 @@ from diffphys import observe as ob
 from diffphys import solvers as S
 from diffphys.adjoint import Checkpointed, Direct, Implicit
 
+from helpers import log_kappa_problem
+
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
 MODEL = dp.Heat(GRID, 0.02, dt=1e-3)
 TRUTH = jnp.exp(-((GRID.x - 0.4) ** 2) / 0.01)
@@ -27,16 +29,7 @@ def _problem(schedule=None, sigma=0.05, key=0, **kwargs):
 
 
 def _kappa_problem():
-    kappa_true = 0.02 * jnp.exp(0.4 * jnp.sin(2 * jnp.pi * GRID.x))
-    model = dp.Heat(GRID, kappa_true, dt=1e-3)
-    u0 = jnp.cos(jnp.pi * GRID.x) + 0.5 * jnp.cos(3 * jnp.pi * GRID.x)
-    schedule = ob.ObservationSchedule.from_steps([10, 20, 30], ob.subsample(GRID, 2), dt=model.dt)
-    twin = ob.twin_experiment(model, u0, schedule, 0.002, jax.random.key(1))
-    control = da.Parameter("kappa", u0, transform="log")
-    background = control.to_control(jnp.full(GRID.shape, 0.02))
-    problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, ob.DiffusionB(GRID, 0.5, 0.15),
-                                       background, control)
-    return problem, kappa_true
+    return log_kappa_problem(GRID)
 
 
 def test_cost_is_half_the_squared_residual_and_zero_control_is_the_background():

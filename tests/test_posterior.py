@@ -9,6 +9,8 @@ import diffphys as dp
 from diffphys import assimilate as da
 from diffphys import observe as ob
 
+from helpers import log_kappa_problem
+
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
 MODEL = dp.Heat(GRID, 0.02, dt=1e-3)
 TRUTH = jnp.exp(-((GRID.x - 0.4) ** 2) / 0.01)
@@ -73,15 +75,8 @@ def test_randomized_rank_matches_exact_when_it_covers_the_spectrum_and_is_conser
 
 
 def test_parameter_std_is_the_delta_method_of_the_log_transform():
-    kappa_true = 0.02 * jnp.exp(0.4 * jnp.sin(2 * jnp.pi * GRID.x))
-    model = dp.Heat(GRID, kappa_true, dt=1e-3)
-    u0 = jnp.cos(jnp.pi * GRID.x) + 0.5 * jnp.cos(3 * jnp.pi * GRID.x)
-    schedule = ob.ObservationSchedule.from_steps([10, 20, 30], ob.subsample(GRID, 2), dt=model.dt)
-    twin = ob.twin_experiment(model, u0, schedule, 0.002, jax.random.key(1))
-    control = da.Parameter("kappa", u0, transform="log")
-    background = control.to_control(jnp.full(GRID.shape, 0.02))
-    prior = ob.DiffusionB(GRID, 0.5, 0.15)
-    problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, prior, background, control)
+    problem, _ = log_kappa_problem(GRID)
+    prior = problem.B
     v = 0.3 * jax.random.normal(jax.random.key(4), GRID.shape)  # a nonlinear model: the Hessian depends on v
     post = da.posterior(problem, v)  # 36 readings > 24 controls
     hessian = _dense_parts(problem, v)
