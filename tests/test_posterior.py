@@ -132,6 +132,3 @@ def test_bad_inputs_are_refused():
     no_B = da.StrongConstraint4DVar(MODEL, problem.schedule, problem.observations, problem.R, None, problem.background)
     with pytest.raises(ValueError, match="no background covariance B"):
         da.posterior(no_B, v)
-    lost = _state_problem(lost=range(12))
-    with pytest.raises(ValueError, match="no present observation"):
-        da.posterior(lost, v)

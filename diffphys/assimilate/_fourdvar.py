@@ -334,9 +334,12 @@ class StrongConstraint4DVar(AbstractProblem):
     def within_stability_limit(self, v) -> Bool[Array, ""]:
         r"""Whether the model at ``v`` satisfies its explicit scheme's stability limit $\rho\,\Delta t \le$ limit.
 
-        Only a parameter control changes the model; an implicit scheme has no limit. Traceable: the
+        Only a parameter control changes the model; an implicit scheme has no limit, nor has a stepper that is
+        not a diffphys model (e.g. a learned :class:`~diffphys.learn.CorrectedStepper`). Traceable: the
         solver driver reports a solution outside it as ``RESULTS.unstable_model``.
         """
+        if isinstance(self.control_map, InitialState) or not isinstance(self.model, AbstractStepper):
+            return jnp.asarray(True)  # the model is fixed, or has no linear stability bound (a learned stepper)
         model = self.model_for(v)
         region, rho = model.spectral_bound()
         limit = model.scheme.stability_limits.get(region, 0.0)

@@ -165,9 +165,6 @@ def posterior(
         raise ValueError(f"{name}: the analysis has non-finite values; there is no posterior around it")
     batch_size = check_int(f"{name}: batch_size", batch_size)
     n = ravel_pytree(analysis)[0].size
-    m = problem.n_observations
-    if m == 0:
-        raise ValueError(f"{name}: the problem has no present observation; the posterior is the prior B")
     if rank is None:
         present = jnp.asarray(np.flatnonzero(np.asarray(problem.mask)))
         values, vectors = _exact_spectrum(problem, analysis, present, batch_size)
