@@ -128,6 +128,36 @@ def test_csv_observations(tmp_path):
     assert dp.io.dataset_to_observations(ds2, dp.Grid2D(4, 4), dt=0.25)[0].steps == (2,)
 
 
+def test_csv_rows_out_of_time_order_are_sorted_with_a_note_and_names_map_the_columns(tmp_path):
+    ordered = dp.io.read_observations(_csv(tmp_path, "time,x,value\n0.1,0.5,2\n0.1,0.25,4\n0.2,0.5,1\n", "a.csv"))
+    shuffled = dp.io.read_observations(_csv(tmp_path, "time,x,value\n0.2,0.5,1\n0.1,0.5,2\n0.1,0.25,4\n", "b.csv"))
+    np.testing.assert_array_equal(shuffled["value"], ordered["value"])
+    np.testing.assert_array_equal(shuffled["time"], [0.1, 0.2])
+    assert "were not in time order; they were sorted by time" in shuffled.attrs["notes"]
+    assert "notes" not in ordered.attrs
+    mine = _csv(tmp_path, "T,Position,Temperature,err\n0.1,0.5,2,0.1\n0.1,0.25,4,0.1\n0.2,0.5,1,0.1\n", "c.csv")
+    named = dp.io.read_observations(mine, names={"time": "t", "x": "position", "value": "Temperature", "sigma": "err"})
+    np.testing.assert_array_equal(named["value"], ordered["value"])
+    with pytest.raises(ValueError, match=r"no column \['depth'\] \(names=...\); the columns are \['t', 'position'"):
+        dp.io.read_observations(mine, names={"value": "depth"})
+    with pytest.raises(ValueError, match=r"\['speed'\] are not observation names; valid keys are \['time'"):
+        dp.io.read_observations(mine, names={"speed": "t"})
+
+
+def test_netcdf_observations_with_the_users_own_names(tmp_path):
+    schedule, values, sigma = _irregular()
+    ds = dp.io.observations_to_dataset(schedule, values, sigma)
+    theirs = ds.rename({"value": "temperature", "time": "t", "sensor": "station", "x": "lon"})
+    path = dp.io.write_netcdf(theirs, tmp_path / "theirs.nc")
+    back = dp.io.read_observations(path, names={"value": "temperature", "time": "t", "sensor": "station", "x": "lon"})
+    for name in ("value", "sigma", "time", "x"):
+        np.testing.assert_array_equal(back[name], ds[name])
+    with pytest.raises(ValueError, match=r"has no \['temp'\] \(for \['value'\]\); it has variables"):
+        dp.io.read_observations(path, names={"value": "temp"})
+    with pytest.raises(ValueError, match="name the file's variable with names="):
+        dp.io.read_observations(path)
+
+
 def _csv(tmp_path, text, name="bad.csv"):
     path = tmp_path / name
     path.write_text(text)
@@ -137,7 +167,9 @@ def _csv(tmp_path, text, name="bad.csv"):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("time,x,value\n0.2,0.5,1\n0.1,0.5,2\n", r"rows are not sorted by time: line 3 \(time 0\.1\) comes after line 2 \(time 0\.2\)"),
+        ("time,x,value\n0.2,0.5,1\n0.1,0.5,2\n0.2,0.5,3\n", r"duplicate .* at time 0\.2 \(lines 2 and 4\)"),  # lines of the file
+        ("time,x,value\n0.1,0.5,1,9\n", "the rows have one field more than the header's 3 columns"),
+        ("time,x,value\n0.1,0.5,1\n0.2,0.5,1,9\n", "is not a readable CSV table: Expected 3 fields in line 3, saw 4"),
         ("time,x,value\n0.1,0.5,1\n0.1,0.5,2\n", r"duplicate observation of the sensor at \(0\.5,\) at time 0\.1 \(lines 2 and 3\)"),
         ("time,value\n0.1,1\n", r"columns \['time', 'value'\]; a CSV needs the columns time, x\[, y\], value\[, sigma\]"),
         ("time,x,value,depth\n0.1,0.5,1,3\n", r"\(unknown: \['depth'\]\)"),

@@ -139,7 +139,8 @@ class SingleWindowRun:
         prior = config["prior"]["kind"]
         return (f"  {config['model']['kind']} on {problem.grid.shape} cells, dt={fourdvar.model.dt:.4g}, "
                 f"{problem.n_steps} steps; {fourdvar.n_observations} observations at {len(problem.schedule.times)} "
-                f"times; control: {estimating or 'initial state'}; prior: {prior}")
+                f"times; control: {estimating or 'initial state'}; prior: {prior}"
+                + "".join(f"\n  note: {note}" for note in problem.notes))
 
     @property
     def _estimating(self):
