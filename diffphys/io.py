@@ -59,6 +59,11 @@ CONVENTIONS = "CF-1.8"
 TEMPORARY_PREFIX = ".tmp-"
 
 
+def _attrs(long_name: str, units: str | None) -> dict:
+    """CF attributes: ``units`` only when known (an absent attribute says "not known", "1" says "dimensionless")."""
+    return {"long_name": long_name} if units is None else {"long_name": long_name, "units": units}
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """A temporary path to write ``path``'s contents to; renamed over ``path`` when the block ends.
@@ -124,9 +129,9 @@ def observations_to_dataset(
     extra: dict | None = None,
     name: str = "u",
     long_name: str = "observed value",
-    units: str = "1",
-    length_units: str = "m",
-    time_units: str = "s",
+    units: str | None = None,
+    length_units: str | None = None,
+    time_units: str | None = None,
 ) -> xr.Dataset:
     """An observation dataset (dims ``time``, ``sensor``) from a schedule and its stacked values.
 
@@ -138,7 +143,8 @@ def observations_to_dataset(
     - ``sigma``: their error standard deviations (scalar, per sensor or stacked; optional).
     - ``extra``: more stacked vectors to store the same way, e.g. ``{"analysis": H(x_a)}``.
     - ``name``, ``long_name``, ``units``: what is observed (the ``observed_field`` attribute and the
-      ``value`` variable's attributes); ``length_units``, ``time_units``: of the coordinates.
+      ``value`` variable's attributes); ``length_units``, ``time_units``: of the coordinates. A
+      ``units`` attribute is written only for units given (``None``, the default: not known).
 
     **Returns:** an ``xarray.Dataset``.
     """
@@ -170,19 +176,19 @@ def observations_to_dataset(
         return out
 
     dims = ("time", "sensor")
-    data = {"value": (dims, table(values), {"long_name": long_name, "units": units})}
+    data = {"value": (dims, table(values), _attrs(long_name, units))}
     if sigma is not None:
         s = schedule.per_observation(sigma, "observations_to_dataset: sigma")
-        data["sigma"] = (dims, table(s), {"long_name": f"standard deviation of the {long_name} error", "units": units})
+        data["sigma"] = (dims, table(s), _attrs(f"standard deviation of the {long_name} error", units))
     for key, stacked in (extra or {}).items():
-        data[key] = (dims, table(np.asarray(stacked, dtype=float)), {"long_name": f"{key} equivalent of the {long_name}", "units": units})
+        data[key] = (dims, table(np.asarray(stacked, dtype=float)), _attrs(f"{key} equivalent of the {long_name}", units))
     locations = np.array(list(sensors), dtype=float).reshape(len(sensors), -1)
     coords = {
-        "time": ("time", np.asarray(schedule.times), {"long_name": "observation time", "units": time_units}),
+        "time": ("time", np.asarray(schedule.times), _attrs("observation time", time_units)),
         "sensor": ("sensor", np.arange(len(sensors)), {"long_name": "sensor index"}),
     }
     for a in range(locations.shape[1]):
-        coords[_AXES[a]] = ("sensor", locations[:, a], {"long_name": f"sensor {_AXES[a]} position", "units": length_units})
+        coords[_AXES[a]] = ("sensor", locations[:, a], _attrs(f"sensor {_AXES[a]} position", length_units))
     attrs = {"Conventions": CONVENTIONS, "title": "diffphys observations", "sensor_kind": kind,
              "observed_field": name, "field_index": schedule.field}
     if kind == "footprint":
@@ -273,10 +279,10 @@ def trajectory_to_dataset(
     *,
     names: str | tuple[str, ...] = "u",
     long_names: str | tuple[str, ...] = "state",
-    units: str | tuple[str, ...] = "1",
+    units: str | None | tuple[str | None, ...] = None,
     fields: dict | None = None,
-    length_units: str = "m",
-    time_units: str = "s",
+    length_units: str | None = None,
+    time_units: str | None = None,
     attrs: dict | None = None,
 ) -> xr.Dataset:
     """A trajectory dataset (dims ``time``, ``x``[, ``y``]) from saved states.
@@ -286,6 +292,8 @@ def trajectory_to_dataset(
     - ``grid``; ``states``: shape ``(T, *grid)``, or a tuple of such arrays for a tuple state;
       ``times``: the ``T`` times.
     - ``names``, ``long_names``, ``units``: one per state field (a tuple for tuple states).
+    - ``length_units``, ``time_units``: of the coordinates. A ``units`` attribute is written only for
+      units given (``None``, the default: not known).
     - ``fields``: time-independent fields to add, ``{name: (array of the grid's shape, attrs)}``
       (e.g. a diffusivity field).
     - ``attrs``: global attributes to add.
@@ -305,12 +313,12 @@ def trajectory_to_dataset(
             raise ValueError(
                 f"trajectory_to_dataset: field {name!r} has shape {arr.shape}, expected {(len(times), *grid.shape)}"
             )
-        data[name] = (("time", *space), arr, {"long_name": long_name, "units": unit})
+        data[name] = (("time", *space), arr, _attrs(long_name, unit))
     for name, (arr, field_attrs) in (fields or {}).items():
         data[name] = (space, np.asarray(arr, dtype=float), dict(field_attrs))
-    coords = {"time": ("time", times, {"long_name": "time", "units": time_units})}
+    coords = {"time": ("time", times, _attrs("time", time_units))}
     for a, axis in enumerate(space):
-        coords[axis] = (axis, np.asarray(getattr(grid, axis)), {"long_name": f"cell-centre {axis} position", "units": length_units})
+        coords[axis] = (axis, np.asarray(getattr(grid, axis)), _attrs(f"cell-centre {axis} position", length_units))
     return xr.Dataset(data, coords=coords, attrs={"Conventions": CONVENTIONS, **(attrs or {})})
 
 
@@ -483,15 +491,15 @@ def _read_csv(path: Path, default_sigma: float | None, names: dict[str, str]) ->
     value = np.full(shape, np.nan)
     value[time_of_row, sensor_of_row.reshape(-1)] = col["value"]
     dims = ("time", "sensor")
-    data = {"value": (dims, value, {"long_name": "observed value", "units": "1"})}
+    data = {"value": (dims, value, {"long_name": "observed value"})}
     if "sigma" in col or default_sigma is not None:
         sigma = np.full(shape, np.nan)
         sigma[time_of_row, sensor_of_row.reshape(-1)] = col["sigma"] if "sigma" in col else float(default_sigma)
-        data["sigma"] = (dims, sigma, {"long_name": "standard deviation of the observed value error", "units": "1"})
-    coords = {"time": ("time", times, {"long_name": "observation time", "units": "s"}),
+        data["sigma"] = (dims, sigma, {"long_name": "standard deviation of the observed value error"})
+    coords = {"time": ("time", times, {"long_name": "observation time"}),
               "sensor": ("sensor", np.arange(len(sensors)), {"long_name": "sensor index"})}
     for a, axis in enumerate(axes):
-        coords[axis] = ("sensor", sensors[:, a], {"long_name": f"sensor {axis} position", "units": "m"})
+        coords[axis] = ("sensor", sensors[:, a], {"long_name": f"sensor {axis} position"})
     attrs = {"Conventions": CONVENTIONS, "title": f"observations from {path.name}", "sensor_kind": "point",
              "field_index": 0}
     if notes:

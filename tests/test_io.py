@@ -35,7 +35,8 @@ def _assert_bit_identical(a: xr.Dataset, b: xr.Dataset):
 
 def test_observation_dataset_layout_and_cf_attributes():
     schedule, values, sigma = _irregular()
-    ds = dp.io.observations_to_dataset(schedule, values, sigma, units="K", long_name="temperature")
+    ds = dp.io.observations_to_dataset(schedule, values, sigma, units="K", long_name="temperature", time_units="s",
+                                       length_units="m")
     assert ds["value"].dims == ("time", "sensor") and ds["value"].shape == (4, 5)  # the union of 5 sensors
     np.testing.assert_array_equal(ds["x"], [0.1, 0.3, 0.55, 0.9, 0.72])
     np.testing.assert_array_equal(ds["value"][1], [np.nan, values[4], np.nan, np.nan, values[5]])
@@ -43,6 +44,8 @@ def test_observation_dataset_layout_and_cf_attributes():
     assert ds["value"].attrs == {"long_name": "temperature", "units": "K"}
     assert ds["time"].attrs["units"] == "s" and ds["x"].attrs["units"] == "m"
     assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["sensor_kind"] == "point"
+    unknown = dp.io.observations_to_dataset(schedule, values, sigma)  # units not given: no units attribute
+    assert all("units" not in unknown[name].attrs for name in ("value", "sigma", "time", "x"))
 
 
 @pytest.mark.parametrize(
@@ -91,10 +94,12 @@ def test_trajectory_datasets_round_trip(tmp_path):
     grid = dp.Grid2D(6, 5, (1.0, 2.0))
     states = np.random.default_rng(0).normal(size=(3, 6, 5))
     ds = dp.io.trajectory_to_dataset(grid, states, [0.0, 0.5, 1.0], names="u", long_names="temperature", units="K",
+                                     length_units="m",
                                      fields={"kappa": (np.ones((6, 5)), {"long_name": "diffusivity", "units": "m2 s-1"})},
                                      attrs={"title": "test"})
     assert ds["u"].dims == ("time", "x", "y") and ds["kappa"].dims == ("x", "y")
     assert ds["u"].attrs == {"long_name": "temperature", "units": "K"} and ds["y"].attrs["units"] == "m"
+    assert "units" not in ds["time"].attrs  # not given: unknown, not seconds
     _assert_bit_identical(ds, dp.io.open_netcdf(dp.io.write_netcdf(ds, tmp_path / "traj.nc")))
     wave = dp.io.trajectory_to_dataset(GRID, (np.zeros((2, 32)), np.ones((2, 32))), [0.0, 1.0],
                                        names=("u", "u_t"), long_names=("displacement", "velocity"), units=("m", "m s-1"))

@@ -235,6 +235,11 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "learning_rate": _Key(_POSITIVE, 0.05, "adam: step size"),
         "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps): adjoint Checkpointed(every=...)"),
     },
+    "units": {
+        "length": _Key(_text, None, "units of x (and y), e.g. \"m\": in analysis.nc and on the plots' axes (default: not given)"),
+        "time": _Key(_text, None, "units of t, e.g. \"s\" (default: not given)"),
+        "field": _Key(_text, None, "units of the state and the readings, e.g. \"K\" (default: not given)"),
+    },
     "output": {
         "snapshots": _Key(_number(integer=True, minimum=2), 5, "states saved over the window in analysis.nc"),
         "plots": _Key(_flag, True, "write analysis.png and cost.png"),
