@@ -18,13 +18,14 @@ no ``NaN`` or ``Infinity``, non-finite numbers become ``null``).
 
 Reading user files: :func:`read_observations` accepts NetCDF (an observation dataset, in the root
 group or in a group ``observations`` as ``diffphys run`` writes it) or CSV with a header and the
-columns ``time, x[, y], value[, sigma]``, one row per observation, rows sorted by time.
+columns ``time, x[, y], value[, sigma]``, one row per observation (read with pandas; rows out of
+time order are sorted, and the dataset's ``notes`` say so); ``names=`` maps the file's own variable,
+dimension or column names to these.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import os
@@ -46,6 +47,7 @@ __all__ = [
     "json_safe",
     "observations_to_dataset",
     "open_netcdf",
+    "OBSERVATION_NAMES",
     "read_observations",
     "trajectory_to_dataset",
     "write_json",
@@ -55,6 +57,11 @@ __all__ = [
 _AXES = ("x", "y")
 CONVENTIONS = "CF-1.8"
 TEMPORARY_PREFIX = ".tmp-"
+
+
+def _attrs(long_name: str, units: str | None) -> dict:
+    """CF attributes: ``units`` only when known (an absent attribute says "not known", "1" says "dimensionless")."""
+    return {"long_name": long_name} if units is None else {"long_name": long_name, "units": units}
 
 
 @contextlib.contextmanager
@@ -122,9 +129,9 @@ def observations_to_dataset(
     extra: dict | None = None,
     name: str = "u",
     long_name: str = "observed value",
-    units: str = "1",
-    length_units: str = "m",
-    time_units: str = "s",
+    units: str | None = None,
+    length_units: str | None = None,
+    time_units: str | None = None,
 ) -> xr.Dataset:
     """An observation dataset (dims ``time``, ``sensor``) from a schedule and its stacked values.
 
@@ -136,7 +143,8 @@ def observations_to_dataset(
     - ``sigma``: their error standard deviations (scalar, per sensor or stacked; optional).
     - ``extra``: more stacked vectors to store the same way, e.g. ``{"analysis": H(x_a)}``.
     - ``name``, ``long_name``, ``units``: what is observed (the ``observed_field`` attribute and the
-      ``value`` variable's attributes); ``length_units``, ``time_units``: of the coordinates.
+      ``value`` variable's attributes); ``length_units``, ``time_units``: of the coordinates. A
+      ``units`` attribute is written only for units given (``None``, the default: not known).
 
     **Returns:** an ``xarray.Dataset``.
     """
@@ -168,19 +176,19 @@ def observations_to_dataset(
         return out
 
     dims = ("time", "sensor")
-    data = {"value": (dims, table(values), {"long_name": long_name, "units": units})}
+    data = {"value": (dims, table(values), _attrs(long_name, units))}
     if sigma is not None:
         s = schedule.per_observation(sigma, "observations_to_dataset: sigma")
-        data["sigma"] = (dims, table(s), {"long_name": f"standard deviation of the {long_name} error", "units": units})
+        data["sigma"] = (dims, table(s), _attrs(f"standard deviation of the {long_name} error", units))
     for key, stacked in (extra or {}).items():
-        data[key] = (dims, table(np.asarray(stacked, dtype=float)), {"long_name": f"{key} equivalent of the {long_name}", "units": units})
+        data[key] = (dims, table(np.asarray(stacked, dtype=float)), _attrs(f"{key} equivalent of the {long_name}", units))
     locations = np.array(list(sensors), dtype=float).reshape(len(sensors), -1)
     coords = {
-        "time": ("time", np.asarray(schedule.times), {"long_name": "observation time", "units": time_units}),
+        "time": ("time", np.asarray(schedule.times), _attrs("observation time", time_units)),
         "sensor": ("sensor", np.arange(len(sensors)), {"long_name": "sensor index"}),
     }
     for a in range(locations.shape[1]):
-        coords[_AXES[a]] = ("sensor", locations[:, a], {"long_name": f"sensor {_AXES[a]} position", "units": length_units})
+        coords[_AXES[a]] = ("sensor", locations[:, a], _attrs(f"sensor {_AXES[a]} position", length_units))
     attrs = {"Conventions": CONVENTIONS, "title": "diffphys observations", "sensor_kind": kind,
              "observed_field": name, "field_index": schedule.field}
     if kind == "footprint":
@@ -271,10 +279,10 @@ def trajectory_to_dataset(
     *,
     names: str | tuple[str, ...] = "u",
     long_names: str | tuple[str, ...] = "state",
-    units: str | tuple[str, ...] = "1",
+    units: str | None | tuple[str | None, ...] = None,
     fields: dict | None = None,
-    length_units: str = "m",
-    time_units: str = "s",
+    length_units: str | None = None,
+    time_units: str | None = None,
     attrs: dict | None = None,
 ) -> xr.Dataset:
     """A trajectory dataset (dims ``time``, ``x``[, ``y``]) from saved states.
@@ -284,6 +292,8 @@ def trajectory_to_dataset(
     - ``grid``; ``states``: shape ``(T, *grid)``, or a tuple of such arrays for a tuple state;
       ``times``: the ``T`` times.
     - ``names``, ``long_names``, ``units``: one per state field (a tuple for tuple states).
+    - ``length_units``, ``time_units``: of the coordinates. A ``units`` attribute is written only for
+      units given (``None``, the default: not known).
     - ``fields``: time-independent fields to add, ``{name: (array of the grid's shape, attrs)}``
       (e.g. a diffusivity field).
     - ``attrs``: global attributes to add.
@@ -303,12 +313,12 @@ def trajectory_to_dataset(
             raise ValueError(
                 f"trajectory_to_dataset: field {name!r} has shape {arr.shape}, expected {(len(times), *grid.shape)}"
             )
-        data[name] = (("time", *space), arr, {"long_name": long_name, "units": unit})
+        data[name] = (("time", *space), arr, _attrs(long_name, unit))
     for name, (arr, field_attrs) in (fields or {}).items():
         data[name] = (space, np.asarray(arr, dtype=float), dict(field_attrs))
-    coords = {"time": ("time", times, {"long_name": "time", "units": time_units})}
+    coords = {"time": ("time", times, _attrs("time", time_units))}
     for a, axis in enumerate(space):
-        coords[axis] = (axis, np.asarray(getattr(grid, axis)), {"long_name": f"cell-centre {axis} position", "units": length_units})
+        coords[axis] = (axis, np.asarray(getattr(grid, axis)), _attrs(f"cell-centre {axis} position", length_units))
     return xr.Dataset(data, coords=coords, attrs={"Conventions": CONVENTIONS, **(attrs or {})})
 
 
@@ -337,26 +347,36 @@ def open_netcdf(path, *, group: str | None = None) -> xr.Dataset:
     return xr.load_dataset(path, group=group, engine="netcdf4", decode_timedelta=False, decode_times=False)
 
 
-def read_observations(path, *, default_sigma: float | None = None) -> xr.Dataset:
+OBSERVATION_NAMES = ("time", "sensor", "x", "y", "value", "sigma")
+"""The names diffphys reads in an observation file (variables, coordinates, dimensions or CSV columns)."""
+
+
+def read_observations(path, *, default_sigma: float | None = None, names=None) -> xr.Dataset:
     """Read a user's observation file (NetCDF or CSV) into an observation dataset.
 
     **Arguments:**
 
     - ``path``: a ``.nc`` file with an observation dataset (root group, or group
       ``observations``), or a ``.csv`` file with a header row and columns ``time``, ``x`` (and
-      ``y`` for 2D), ``value`` and optionally ``sigma``: one row per observation, rows sorted by
-      time; empty or ``nan`` values are missing observations (``inf`` is an error, and so is a file with no reading).
+      ``y`` for 2D), ``value`` and optionally ``sigma``: one row per observation; empty or ``nan``
+      values are missing observations (``inf`` is an error, and so is a file with no reading).
+      Rows out of time order are sorted by time (stably; the dataset's ``notes`` attribute says
+      so); two rows for the same sensor and time are an error.
     - ``default_sigma``: σ for a CSV file without a ``sigma`` column (otherwise the dataset has no
       ``sigma``, and :func:`dataset_to_observations` needs one).
+    - ``names``: the file's own names for diffphys's, e.g. ``{"value": "temperature", "time": "t",
+      "sensor": "station", "x": "lon"}`` (keys from :data:`OBSERVATION_NAMES`; NetCDF variables,
+      coordinates or dimensions, or CSV columns, matched without regard to case for CSV).
 
     **Returns:** an ``xarray.Dataset`` as described in the module docstring.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"observation file {str(path)!r} does not exist")
+    names = _check_names(names)
     suffix = path.suffix.lower()
     if suffix in (".nc", ".nc4", ".netcdf"):
-        ds = open_netcdf(path)
+        ds = _renamed(open_netcdf(path), names, path)
         if "value" not in ds:
             import netCDF4
 
@@ -365,55 +385,95 @@ def read_observations(path, *, default_sigma: float | None = None) -> xr.Dataset
             if "observations" not in groups:
                 raise ValueError(
                     f"observation file {str(path)!r} has no variable 'value' (variables: {sorted(ds.data_vars)}) and "
-                    "no group 'observations'"
+                    "no group 'observations'; name the file's variable with names={'value': ...}"
                 )
-            ds = open_netcdf(path, group="observations")
+            ds = _renamed(open_netcdf(path, group="observations"), names, path)
         return ds
     if suffix == ".csv":
-        return _read_csv(path, default_sigma)
+        return _read_csv(path, default_sigma, names)
     raise ValueError(f"observation file {str(path)!r}: unknown format {suffix!r}; valid are .nc and .csv")
 
 
-def _read_csv(path: Path, default_sigma: float | None) -> xr.Dataset:
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        rows = [r for r in reader if any(c.strip() for c in r)]
+def _check_names(names) -> dict[str, str]:
+    if names is None:
+        return {}
+    if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+        raise ValueError(f"names must map diffphys's names to the file's (strings to strings), got {names!r}")
+    unknown = sorted(set(names) - set(OBSERVATION_NAMES))
+    if unknown:
+        raise ValueError(f"names: {unknown} are not observation names; valid keys are {list(OBSERVATION_NAMES)}")
+    return dict(names)
+
+
+def _renamed(ds: xr.Dataset, names: dict[str, str], path: Path) -> xr.Dataset:
+    """``ds`` with the file's names (``names``' values) renamed to diffphys's (its keys)."""
+    present = set(ds.variables) | set(ds.dims)
+    missing = {ours: theirs for ours, theirs in names.items() if theirs not in present and ours not in present}
+    if missing:
+        raise ValueError(
+            f"observation file {str(path)!r} has no {sorted(missing.values())} (for {sorted(missing)}); it has "
+            f"variables {sorted(map(str, ds.variables))} and dimensions {sorted(map(str, ds.dims))}"
+        )
+    return ds.rename({theirs: ours for ours, theirs in names.items() if theirs in present and theirs != ours})
+
+
+def _read_csv(path: Path, default_sigma: float | None, names: dict[str, str]) -> xr.Dataset:
+    """A CSV of one observation per row (read with pandas) as an observation dataset."""
+    import pandas as pd
+
+    try:  # the Python engine pads a short row with NaN (an empty field stays ''): the two can be told apart
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=True,
+                            engine="python")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"observation file {str(path)!r} is not a readable CSV table: {error}") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took the first column as an index
+        raise ValueError(f"observation file {str(path)!r}: the rows have one field more than the header's "
+                         f"{len(frame.columns)} columns")
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    wanted = {theirs.strip().lower(): ours for ours, theirs in names.items()}
+    absent = sorted(theirs for theirs in wanted if theirs not in frame.columns)
+    if absent:
+        raise ValueError(f"observation file {str(path)!r}: no column {absent} (names=...); the columns are {list(frame.columns)}")
+    frame = frame.rename(columns=wanted)
+    header = list(frame.columns)
     axes = [a for a in _AXES if a in header]
-    required = ["time", "x", "value"]
     unknown = [h for h in header if h not in ("time", "x", "y", "value", "sigma")]
-    if any(r not in header for r in required) or unknown:
+    if any(r not in header for r in ("time", "x", "value")) or unknown:
         raise ValueError(
             f"observation file {str(path)!r}: columns {header}; a CSV needs the columns time, x[, y], value[, sigma]"
-            + (f" (unknown: {unknown})" if unknown else "")
+            + (f" (unknown: {unknown}); map the file's own names with names={{'value': ...}}" if unknown else "")
         )
-    table = np.full((len(rows), len(header)), np.nan)
-    for i, row in enumerate(rows):
-        if len(row) != len(header):
-            raise ValueError(f"observation file {str(path)!r}, line {i + 2}: {len(row)} fields, expected {len(header)}")
-        for j, cell in enumerate(row):
-            text = cell.strip()
-            try:
-                table[i, j] = float(text) if text else math.nan
-            except ValueError:
-                raise ValueError(
-                    f"observation file {str(path)!r}, line {i + 2}, column {header[j]!r}: {text!r} is not a number"
-                ) from None
-    if not rows:
+    short = np.flatnonzero(frame.isna().any(axis=1).to_numpy())  # pandas pads a short row with NaN
+    if short.size:
+        i = int(short[0])
+        raise ValueError(f"observation file {str(path)!r}, line {i + 2}: {int(frame.iloc[i].notna().sum())} fields, "
+                         f"expected {len(header)}")
+    frame = frame[frame.apply(lambda row: any(c.strip() for c in row), axis=1)].reset_index(drop=True)
+    if frame.empty:
         raise ValueError(f"observation file {str(path)!r} has no observations")
-    col = {h: table[:, j] for j, h in enumerate(header)}
+    col = {}
+    for name in header:
+        text = frame[name].str.strip()
+        numbers = pd.to_numeric(text.where(text != "", "nan"), errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(np.isnan(numbers) & ~text.str.lower().isin(["", "nan"]).to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"observation file {str(path)!r}, line {i + 2}, column {name!r}: {frame[name][i]!r} is not a number"
+            )
+        col[name] = numbers
     for name in ["time", *axes]:
         bad = np.flatnonzero(~np.isfinite(col[name]))
         if bad.size:
             raise ValueError(f"observation file {str(path)!r}, line {int(bad[0]) + 2}: {name} is missing or not finite")
+    notes = []
+    line = np.arange(len(frame)) + 2  # the file's line of each row (header: line 1)
+    if np.any(np.diff(col["time"]) < 0):
+        order = np.argsort(col["time"], kind="stable")
+        col = {name: values[order] for name, values in col.items()}
+        line = line[order]
+        notes.append(f"the rows of {path.name} were not in time order; they were sorted by time")
     t = col["time"]
-    down = np.flatnonzero(np.diff(t) < 0)
-    if down.size:
-        i = int(down[0])
-        raise ValueError(
-            f"observation file {str(path)!r}: rows are not sorted by time: line {i + 3} (time {t[i + 1]:g}) comes after "
-            f"line {i + 2} (time {t[i]:g}); sort the rows by time"
-        )
     times = np.unique(t)
     locations = np.stack([col[a] for a in axes], axis=1)
     sensors, sensor_of_row = np.unique(locations, axis=0, return_inverse=True)
@@ -421,23 +481,27 @@ def _read_csv(path: Path, default_sigma: float | None) -> xr.Dataset:
     seen: dict[tuple[int, int], int] = {}
     for i, key in enumerate(zip(time_of_row.tolist(), sensor_of_row.reshape(-1).tolist())):
         if key in seen:
+            first, second = sorted((int(line[seen[key]]), int(line[i])))
             raise ValueError(
                 f"observation file {str(path)!r}: duplicate observation of the sensor at {tuple(float(c) for c in locations[i])} at time "
-                f"{t[i]:g} (lines {seen[key] + 2} and {i + 2}); give one value per sensor and time"
+                f"{t[i]:g} (lines {first} and {second}); give one value per sensor and time"
             )
         seen[key] = i
     shape = (len(times), len(sensors))
     value = np.full(shape, np.nan)
     value[time_of_row, sensor_of_row.reshape(-1)] = col["value"]
     dims = ("time", "sensor")
-    data = {"value": (dims, value, {"long_name": "observed value", "units": "1"})}
+    data = {"value": (dims, value, {"long_name": "observed value"})}
     if "sigma" in col or default_sigma is not None:
         sigma = np.full(shape, np.nan)
         sigma[time_of_row, sensor_of_row.reshape(-1)] = col["sigma"] if "sigma" in col else float(default_sigma)
-        data["sigma"] = (dims, sigma, {"long_name": "standard deviation of the observed value error", "units": "1"})
-    coords = {"time": ("time", times, {"long_name": "observation time", "units": "s"}),
+        data["sigma"] = (dims, sigma, {"long_name": "standard deviation of the observed value error"})
+    coords = {"time": ("time", times, {"long_name": "observation time"}),
               "sensor": ("sensor", np.arange(len(sensors)), {"long_name": "sensor index"})}
     for a, axis in enumerate(axes):
-        coords[axis] = ("sensor", sensors[:, a], {"long_name": f"sensor {axis} position", "units": "m"})
-    return xr.Dataset(data, coords=coords, attrs={"Conventions": CONVENTIONS, "title": f"observations from {path.name}",
-                                                  "sensor_kind": "point", "field_index": 0})
+        coords[axis] = ("sensor", sensors[:, a], {"long_name": f"sensor {axis} position"})
+    attrs = {"Conventions": CONVENTIONS, "title": f"observations from {path.name}", "sensor_kind": "point",
+             "field_index": 0}
+    if notes:
+        attrs["notes"] = "; ".join(notes)
+    return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -134,6 +134,23 @@ def test_observations_from_a_csv_file(tmp_path):
         cases.build_problem(cases.load_case(_write(tmp_path, text.replace("first_guess = 0.5", ""), "b.toml")))
 
 
+def test_an_observation_file_with_its_own_names_and_rows_out_of_order(tmp_path):
+    (tmp_path / "data.csv").write_text("T,pos,temp\n0.1,0.5,0.9\n0.05,0.25,0.7\n0.05,0.75,0.7\n")
+    text = MINIMAL.replace("positions = [0.25, 0.75]\nevery = 0.05\nsigma = 0.01",
+                           'sensors = "file"\nfile = "data.csv"\nsigma = 0.02\nnames = {time = "T", x = "pos", value = "temp"}')
+    text = text.replace("length_scale = 0.1", "length_scale = 0.1\nfirst_guess = 0.5")
+    problem = cases.build_problem(cases.load_case(_write(tmp_path, text)))
+    assert problem.fourdvar.n_observations == 3
+    np.testing.assert_allclose(np.asarray(problem.schedule.times), [0.05, 0.1])
+    assert problem.notes == ("the rows of data.csv were not in time order; they were sorted by time",)
+    with pytest.raises(cases.CaseError, match=r"no column \['temperature'\]"):
+        cases.build_problem(cases.load_case(_write(tmp_path, text), ['observations.names={value = "temperature"}']))
+    with pytest.raises(cases.CaseError, match=r"\['depth'\] are not observation names"):
+        cases.load_case(_write(tmp_path, text), ['observations.names={depth = "d"}'])
+    with pytest.raises(cases.CaseError, match="names applies only to sensors = 'file'"):
+        cases.load_case(_write(tmp_path, MINIMAL), ['observations.names={value = "temp"}'])
+
+
 def _error(tmp_path, text, overrides=()):
     with pytest.raises(cases.CaseError) as info:
         case = cases.load_case(_write(tmp_path, text), overrides)

@@ -45,7 +45,8 @@ def test_cli_without_command_prints_help(capsys):
 
 # Each built-in case at reduced size (the full-size numbers are in the README).
 REDUCED = {
-    "heat1d-sparse": ["grid.n=32", "solver.max_iterations=30", "observations.every=0.05"],
+    "heat1d-sparse": ["grid.n=32", "solver.max_iterations=30", "observations.every=0.05", "units.length=\"m\"",
+                      "units.time=\"s\"", "units.field=\"K\""],
     "advection2d-sparse": ["grid.n=[16, 16]", "solver.max_iterations=20", "window.duration=0.4", "observations.every=0.05"],
     "wave1d-initial": ["grid.n=48", "solver.max_iterations=40", "observations.every=0.02"],
     "heat2d-diffusivity": ["grid.n=[12, 12]", "observations.stride=2", "observations.offset=0",
@@ -77,6 +78,9 @@ def test_run_every_builtin_case_at_reduced_size(case, tmp_path, capsys):
     with xr.open_dataset(tmp_path / "analysis.nc") as ds:
         assert {"truth", "background", "analysis"} <= set(ds.data_vars)
         assert ds["analysis"].dims[0] == "time" and ds["analysis"].attrs["long_name"] == "analysis state"
+        declared = case == "heat1d-sparse"  # [units] given; the others declare none: no units attribute
+        assert (ds["x"].attrs.get("units"), ds["time"].attrs.get("units"), ds["analysis"].attrs.get("units")) == (
+            ("m", "s", "K") if declared else (None, None, None))
     with xr.open_dataset(tmp_path / "analysis.nc", group="observations") as obs:
         assert obs["value"].dims == ("time", "sensor")
         assert {"sigma", "truth", "background", "analysis"} <= set(obs.data_vars)

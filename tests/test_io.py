@@ -35,7 +35,8 @@ def _assert_bit_identical(a: xr.Dataset, b: xr.Dataset):
 
 def test_observation_dataset_layout_and_cf_attributes():
     schedule, values, sigma = _irregular()
-    ds = dp.io.observations_to_dataset(schedule, values, sigma, units="K", long_name="temperature")
+    ds = dp.io.observations_to_dataset(schedule, values, sigma, units="K", long_name="temperature", time_units="s",
+                                       length_units="m")
     assert ds["value"].dims == ("time", "sensor") and ds["value"].shape == (4, 5)  # the union of 5 sensors
     np.testing.assert_array_equal(ds["x"], [0.1, 0.3, 0.55, 0.9, 0.72])
     np.testing.assert_array_equal(ds["value"][1], [np.nan, values[4], np.nan, np.nan, values[5]])
@@ -43,6 +44,8 @@ def test_observation_dataset_layout_and_cf_attributes():
     assert ds["value"].attrs == {"long_name": "temperature", "units": "K"}
     assert ds["time"].attrs["units"] == "s" and ds["x"].attrs["units"] == "m"
     assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["sensor_kind"] == "point"
+    unknown = dp.io.observations_to_dataset(schedule, values, sigma)  # units not given: no units attribute
+    assert all("units" not in unknown[name].attrs for name in ("value", "sigma", "time", "x"))
 
 
 @pytest.mark.parametrize(
@@ -91,10 +94,12 @@ def test_trajectory_datasets_round_trip(tmp_path):
     grid = dp.Grid2D(6, 5, (1.0, 2.0))
     states = np.random.default_rng(0).normal(size=(3, 6, 5))
     ds = dp.io.trajectory_to_dataset(grid, states, [0.0, 0.5, 1.0], names="u", long_names="temperature", units="K",
+                                     length_units="m",
                                      fields={"kappa": (np.ones((6, 5)), {"long_name": "diffusivity", "units": "m2 s-1"})},
                                      attrs={"title": "test"})
     assert ds["u"].dims == ("time", "x", "y") and ds["kappa"].dims == ("x", "y")
     assert ds["u"].attrs == {"long_name": "temperature", "units": "K"} and ds["y"].attrs["units"] == "m"
+    assert "units" not in ds["time"].attrs  # not given: unknown, not seconds
     _assert_bit_identical(ds, dp.io.open_netcdf(dp.io.write_netcdf(ds, tmp_path / "traj.nc")))
     wave = dp.io.trajectory_to_dataset(GRID, (np.zeros((2, 32)), np.ones((2, 32))), [0.0, 1.0],
                                        names=("u", "u_t"), long_names=("displacement", "velocity"), units=("m", "m s-1"))
@@ -128,6 +133,36 @@ def test_csv_observations(tmp_path):
     assert dp.io.dataset_to_observations(ds2, dp.Grid2D(4, 4), dt=0.25)[0].steps == (2,)
 
 
+def test_csv_rows_out_of_time_order_are_sorted_with_a_note_and_names_map_the_columns(tmp_path):
+    ordered = dp.io.read_observations(_csv(tmp_path, "time,x,value\n0.1,0.5,2\n0.1,0.25,4\n0.2,0.5,1\n", "a.csv"))
+    shuffled = dp.io.read_observations(_csv(tmp_path, "time,x,value\n0.2,0.5,1\n0.1,0.5,2\n0.1,0.25,4\n", "b.csv"))
+    np.testing.assert_array_equal(shuffled["value"], ordered["value"])
+    np.testing.assert_array_equal(shuffled["time"], [0.1, 0.2])
+    assert "were not in time order; they were sorted by time" in shuffled.attrs["notes"]
+    assert "notes" not in ordered.attrs
+    mine = _csv(tmp_path, "T,Position,Temperature,err\n0.1,0.5,2,0.1\n0.1,0.25,4,0.1\n0.2,0.5,1,0.1\n", "c.csv")
+    named = dp.io.read_observations(mine, names={"time": "t", "x": "position", "value": "Temperature", "sigma": "err"})
+    np.testing.assert_array_equal(named["value"], ordered["value"])
+    with pytest.raises(ValueError, match=r"no column \['depth'\] \(names=...\); the columns are \['t', 'position'"):
+        dp.io.read_observations(mine, names={"value": "depth"})
+    with pytest.raises(ValueError, match=r"\['speed'\] are not observation names; valid keys are \['time'"):
+        dp.io.read_observations(mine, names={"speed": "t"})
+
+
+def test_netcdf_observations_with_the_users_own_names(tmp_path):
+    schedule, values, sigma = _irregular()
+    ds = dp.io.observations_to_dataset(schedule, values, sigma)
+    theirs = ds.rename({"value": "temperature", "time": "t", "sensor": "station", "x": "lon"})
+    path = dp.io.write_netcdf(theirs, tmp_path / "theirs.nc")
+    back = dp.io.read_observations(path, names={"value": "temperature", "time": "t", "sensor": "station", "x": "lon"})
+    for name in ("value", "sigma", "time", "x"):
+        np.testing.assert_array_equal(back[name], ds[name])
+    with pytest.raises(ValueError, match=r"has no \['temp'\] \(for \['value'\]\); it has variables"):
+        dp.io.read_observations(path, names={"value": "temp"})
+    with pytest.raises(ValueError, match="name the file's variable with names="):
+        dp.io.read_observations(path)
+
+
 def _csv(tmp_path, text, name="bad.csv"):
     path = tmp_path / name
     path.write_text(text)
@@ -137,7 +172,9 @@ def _csv(tmp_path, text, name="bad.csv"):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("time,x,value\n0.2,0.5,1\n0.1,0.5,2\n", r"rows are not sorted by time: line 3 \(time 0\.1\) comes after line 2 \(time 0\.2\)"),
+        ("time,x,value\n0.2,0.5,1\n0.1,0.5,2\n0.2,0.5,3\n", r"duplicate .* at time 0\.2 \(lines 2 and 4\)"),  # lines of the file
+        ("time,x,value\n0.1,0.5,1,9\n", "the rows have one field more than the header's 3 columns"),
+        ("time,x,value\n0.1,0.5,1\n0.2,0.5,1,9\n", "is not a readable CSV table: Expected 3 fields in line 3, saw 4"),
         ("time,x,value\n0.1,0.5,1\n0.1,0.5,2\n", r"duplicate observation of the sensor at \(0\.5,\) at time 0\.1 \(lines 2 and 3\)"),
         ("time,value\n0.1,1\n", r"columns \['time', 'value'\]; a CSV needs the columns time, x\[, y\], value\[, sigma\]"),
         ("time,x,value,depth\n0.1,0.5,1,3\n", r"\(unknown: \['depth'\]\)"),

@@ -55,6 +55,7 @@ class Problem:
     truth_control: Any
     background_control: Any
     clean_observations: Any
+    notes: tuple[str, ...] = ()  # what the run should say about its input (e.g. an observation file's rows were sorted)
 
 
 def _nested_tuple(value):
@@ -160,7 +161,7 @@ def _read_data(config):
     obs = config["observations"]
     default_sigma = obs["sigma"] if isinstance(obs["sigma"], float) else None
     try:
-        return io.read_observations(obs["file"], default_sigma=default_sigma)
+        return io.read_observations(obs["file"], default_sigma=default_sigma, names=obs["names"])
     except ValueError as error:
         raise CaseError(f"[observations] file: {error}") from None
 
@@ -275,7 +276,8 @@ def build_problem(case: Case) -> Problem:
     known_truth = data is None
     return Problem(case, grid, truth_model, schedule, values, np.asarray(sigma), fourdvar, prior, n_steps,
                    truth_state if known_truth else None, truth_model if known_truth else None,
-                   truth_control, np.asarray(background_control), clean)
+                   truth_control, np.asarray(background_control), clean,
+                   notes=() if data is None or "notes" not in data.attrs else (str(data.attrs["notes"]),))
 
 
 def _first(state):

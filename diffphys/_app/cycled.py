@@ -108,14 +108,15 @@ def _window_end_times(problem: CycledProblem) -> np.ndarray:
 
 
 def _write_analysis(path, problem: CycledProblem, result) -> None:
+    units = problem.case.config["units"]
     names = ("truth", "analysis", "forecast")
     long_names = ("true state", "filter analysis (the window's analysis at its end)",
                   "forecast from the window's background")
     ds = io.trajectory_to_dataset(
         problem.model.grid, (np.asarray(problem.twin.truth_end), np.asarray(result.filter_analysis),
                              np.asarray(result.forecast)),
-        _window_end_times(problem), names=names, long_names=long_names, units=("1",) * 3, length_units="1",
-        time_units="1", attrs={"title": f"diffphys run: {problem.case.name}", "case": problem.case.name,
+        _window_end_times(problem), names=names, long_names=long_names, units=(units["field"],) * 3,
+        length_units=units["length"], time_units=units["time"], attrs={"title": f"diffphys run: {problem.case.name}", "case": problem.case.name,
                                "description": problem.case.description},
     )
     io.write_netcdf(ds, path)

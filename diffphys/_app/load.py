@@ -126,7 +126,7 @@ def load_case(spec: str | Path | None = None, overrides: Sequence[str] = ()) -> 
         config[section] = {}
         for key, spec_key in keys.items():
             where = f"[{section}] {key}" if section else key
-            if key in given and not isinstance(given[key], dict):
+            if key in given and (section or not isinstance(given[key], dict)):  # top level: a table is a section
                 config[section][key] = spec_key.check(given[key], where)
             elif spec_key.default is REQUIRED:
                 raise CaseError(f"case {path.name}: {where} is required ({spec_key.doc})")

@@ -80,6 +80,18 @@ def _text(v, where):
     return v
 
 
+def _names(v, where):
+    """A table of the observation file's own names for diffphys's (value, time, sensor, x, y, sigma)."""
+    from ..io import OBSERVATION_NAMES
+
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(n, str) for k, n in v.items()):
+        raise CaseError(f'{where} must be a table of names, e.g. {{value = "temperature", time = "t"}}, got {v!r}')
+    unknown = sorted(set(v) - set(OBSERVATION_NAMES))
+    if unknown:
+        raise CaseError(f"{where}: {unknown} are not observation names; valid are {list(OBSERVATION_NAMES)}")
+    return dict(v)
+
+
 def _flag(v, where):
     if not isinstance(v, bool):
         raise CaseError(f"{where} must be true or false, got {v!r}")
@@ -189,6 +201,8 @@ SCHEMA: dict[str, dict[str, _Key]] = {
         "sigma": _Key(_positive_or_list, None, "observation-error σ (and the twin's noise): one or one per sensor"),
         "missing_fraction": _Key(_number(minimum=0, maximum=1, exclusive_max=True), 0.0, "twin: fraction of lost observations"),
         "file": _Key(_text, None, "file: observations from a .nc or .csv file (path relative to the case file)"),
+        "names": _Key(_names, None, "file: the file's own names for value, time, sensor, x, y, sigma "
+                                    "(e.g. {value = \"temperature\"})"),
     },
     "background": {
         "sigma": _Key(_POSITIVE, None, "background-error σ_b of B (of the control; of log p for a log parameter); "
@@ -220,6 +234,11 @@ SCHEMA: dict[str, dict[str, _Key]] = {
                                       "value at the start"),
         "learning_rate": _Key(_POSITIVE, 0.05, "adam: step size"),
         "checkpoint_every": _Key(_POSITIVE_INT, None, "gradient checkpointing block (steps): adjoint Checkpointed(every=...)"),
+    },
+    "units": {
+        "length": _Key(_text, None, "units of x (and y), e.g. \"m\": in analysis.nc and on the plots' axes (default: not given)"),
+        "time": _Key(_text, None, "units of t, e.g. \"s\" (default: not given)"),
+        "field": _Key(_text, None, "units of the state and the readings, e.g. \"K\" (default: not given)"),
     },
     "output": {
         "snapshots": _Key(_number(integer=True, minimum=2), 5, "states saved over the window in analysis.nc"),
@@ -402,6 +421,8 @@ def check_consistency(config: dict, given: dict, origin: str) -> None:
         if clash:
             raise CaseError(f"{origin}: [observations] {clash} cannot be combined with sensors = 'file' (the file gives them)")
     else:
+        if obs["names"] is not None:
+            raise CaseError(f"{origin}: [observations] names applies only to sensors = 'file' (an observation file)")
         if (obs["times"] is None) == (obs["every"] is None):
             raise CaseError(f"{origin}: [observations] give exactly one of times (a list) or every (a spacing)")
         if obs["sigma"] is None:

@@ -139,7 +139,8 @@ class SingleWindowRun:
         prior = config["prior"]["kind"]
         return (f"  {config['model']['kind']} on {problem.grid.shape} cells, dt={fourdvar.model.dt:.4g}, "
                 f"{problem.n_steps} steps; {fourdvar.n_observations} observations at {len(problem.schedule.times)} "
-                f"times; control: {estimating or 'initial state'}; prior: {prior}")
+                f"times; control: {estimating or 'initial state'}; prior: {prior}"
+                + "".join(f"\n  note: {note}" for note in problem.notes))
 
     @property
     def _estimating(self):
@@ -262,6 +263,7 @@ class SingleWindowRun:
 
 
 def _write_analysis(path, problem: Problem, states, times, estimating, analysis_control, equivalents, std) -> None:
+    units = problem.case.config["units"]
     long = {"truth": "true state", "background": "background (first-guess) state", "analysis": "analysis state"}
     names = tuple(states)
     fields = {}
@@ -269,21 +271,26 @@ def _write_analysis(path, problem: Problem, states, times, estimating, analysis_
         controls = {"truth": problem.truth_control, "background": problem.background_control, "analysis": analysis_control}
         for name, field in controls.items():
             if field is not None:
-                fields[f"{estimating}_{name}"] = (field, {"long_name": f"{name} {estimating}", "units": "1"})
+                fields[f"{estimating}_{name}"] = (field, {"long_name": f"{name} {estimating}"})
     if std is not None:
         what = estimating or "initial state"
         fields[f"{estimating}_analysis_std" if estimating else "analysis_std"] = (std, {
             "long_name": f"posterior standard deviation of the analysis {what} (Gauss-Newton Hessian at the analysis)",
-            "units": "1"})
+            **({} if estimating or units["field"] is None else {"units": units["field"]})})
     ds = io.trajectory_to_dataset(
         problem.grid, tuple(states[n] for n in names), times, names=names, long_names=tuple(long[n] for n in names),
-        units=("1",) * len(names), fields=fields,
+        units=(units["field"],) * len(names), length_units=units["length"], time_units=units["time"], fields=fields,
         attrs={"title": f"diffphys run: {problem.case.name}", "case": problem.case.name,
                "description": problem.case.description},
     )
     sigma = np.where(np.isfinite(problem.observations), problem.sigma, np.nan)
-    obs = io.observations_to_dataset(problem.schedule, problem.observations, sigma, extra=equivalents)
+    obs = io.observations_to_dataset(problem.schedule, problem.observations, sigma, extra=equivalents,
+                                     units=units["field"], length_units=units["length"], time_units=units["time"])
     io.write_netcdf(ds, path, groups={"observations": obs})
+
+
+def _with_units(label: str, units: str | None) -> str:
+    return label if units is None else f"{label} [{units}]"
 
 
 def _write_plots(out, problem: Problem, states, estimating, analysis_control, equivalents, costs, std) -> None:
@@ -295,8 +302,9 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
     from ..plot import plot_analysis_1d, plot_analysis_2d, plot_cost, plot_observation_fit
 
     grid, schedule = problem.grid, problem.schedule
+    units = problem.case.config["units"]
     sensors = schedule.operators[0].locations
-    label = estimating or "u(x, 0)"
+    label = estimating or _with_units("u(x, 0)", units["field"])
     fields = {"analysis": analysis_control, "background": problem.background_control, "truth": problem.truth_control,
               "std": std}
     table = io.observations_to_dataset(schedule, problem.observations, extra=equivalents)
@@ -318,7 +326,13 @@ def _write_plots(out, problem: Problem, states, estimating, analysis_control, eq
         plot_analysis_2d(axes[:-1], grid, sensors=sensors, label=label, **fields)
         fit_ax = axes[-1]
     plot_observation_fit(fit_ax, table["time"].values, table["value"].values, table["background"].values,
-                         table["analysis"].values)
+                         table["analysis"].values, label=_with_units("reading", units["field"]))
+    fit_ax.set_xlabel(_with_units("t", units["time"]))
+    for ax in fig.axes:  # the image panels and curves: x (and y) in the case's length units
+        if ax is not fit_ax and ax.get_xlabel() in ("x", "y"):
+            ax.set_xlabel(_with_units(ax.get_xlabel(), units["length"]))
+        if ax is not fit_ax and ax.get_ylabel() == "y":
+            ax.set_ylabel(_with_units("y", units["length"]))
     fig.suptitle(f"{problem.case.name}: {problem.case.description}", fontsize="medium")
     with io.atomic_path(out / "analysis.png") as tmp:
         fig.savefig(tmp, dpi=100)
