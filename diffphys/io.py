@@ -43,6 +43,7 @@ from .observe import FootprintAverage, GridMask, ObservationSchedule, PointSenso
 __all__ = [
     "TEMPORARY_PREFIX",
     "atomic_path",
+    "check_observation_names",
     "dataset_to_observations",
     "json_safe",
     "observations_to_dataset",
@@ -373,7 +374,7 @@ def read_observations(path, *, default_sigma: float | None = None, names=None) -
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"observation file {str(path)!r} does not exist")
-    names = _check_names(names)
+    names = check_observation_names(names)
     suffix = path.suffix.lower()
     if suffix in (".nc", ".nc4", ".netcdf"):
         ds = _renamed(open_netcdf(path), names, path)
@@ -394,7 +395,8 @@ def read_observations(path, *, default_sigma: float | None = None, names=None) -
     raise ValueError(f"observation file {str(path)!r}: unknown format {suffix!r}; valid are .nc and .csv")
 
 
-def _check_names(names) -> dict[str, str]:
+def check_observation_names(names) -> dict[str, str]:
+    """``names`` (diffphys's observation names to a file's) as a dict, checked; ``None`` gives ``{}``."""
     if names is None:
         return {}
     if not isinstance(names, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):

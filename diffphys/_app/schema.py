@@ -82,14 +82,12 @@ def _text(v, where):
 
 def _names(v, where):
     """A table of the observation file's own names for diffphys's (value, time, sensor, x, y, sigma)."""
-    from ..io import OBSERVATION_NAMES
+    from ..io import check_observation_names
 
-    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(n, str) for k, n in v.items()):
-        raise CaseError(f'{where} must be a table of names, e.g. {{value = "temperature", time = "t"}}, got {v!r}')
-    unknown = sorted(set(v) - set(OBSERVATION_NAMES))
-    if unknown:
-        raise CaseError(f"{where}: {unknown} are not observation names; valid are {list(OBSERVATION_NAMES)}")
-    return dict(v)
+    try:
+        return check_observation_names(v)
+    except ValueError as error:
+        raise CaseError(f'{where}: {error} (e.g. {{value = "temperature", time = "t"}})') from None
 
 
 def _flag(v, where):
