@@ -24,6 +24,7 @@ C. T. Kelley, *Solving Nonlinear Equations with Newton's Method*, SIAM 2003 (ine
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import equinox as eqx
@@ -49,6 +50,12 @@ def _zeros_for_none(tangent, primal):
         return t
 
     return jtu.tree_map(fill, tangent, primal, is_leaf=lambda t: t is None)
+
+
+def _closes_over_nothing(fn) -> bool:
+    """Whether ``fn`` carries no hidden state: an equinox Module (its arrays are leaves) or a
+    function without closure cells."""
+    return isinstance(fn, eqx.Module) or (inspect.isfunction(fn) and not fn.__closure__)
 
 
 @eqx.filter_custom_jvp
@@ -115,7 +122,10 @@ def implicit_solution(
     **Returns:** ``solution``, equal in value, differentiable in forward and reverse mode.
     """
     solution = lax.stop_gradient(solution)
-    closed = eqx.filter_closure_convert(residual, solution, theta)
+    # A residual that closes over nothing (a module-level function, an equinox Module) is passed
+    # as it is: converting it would trace it now, in every forward call, for derivatives that may
+    # never be asked for. A closure may hold tracers, so it is converted into a pytree.
+    closed = residual if _closes_over_nothing(residual) else eqx.filter_closure_convert(residual, solution, theta)
     if diagonal is not None:
         diagonal = lax.stop_gradient(diagonal)
     return _with_implicit_derivative(closed, theta, solution, settings=linear_solver, spd=spd, diagonal=diagonal)

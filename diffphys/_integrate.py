@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import diffrax
+from typing import TYPE_CHECKING
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -30,17 +31,28 @@ from ._types import PyTree
 from .adjoint import AbstractAdjoint, Checkpointed, Direct
 from .models import AbstractStepper
 
+if TYPE_CHECKING:
+    import diffrax
+
 __all__ = ["SOLVERS", "integrate"]
 
-SOLVERS: dict[str, tuple[type[diffrax.AbstractSolver], str]] = {
-    "tsit5": (diffrax.Tsit5, "explicit 5(4), Tsitouras (the default for non-stiff problems)"),
-    "dopri5": (diffrax.Dopri5, "explicit 5(4), Dormand–Prince"),
-    "dopri8": (diffrax.Dopri8, "explicit 8(7), Dormand–Prince (tight tolerances)"),
-    "bosh3": (diffrax.Bosh3, "explicit 3(2), Bogacki–Shampine (loose tolerances)"),
-    "kvaerno3": (diffrax.Kvaerno3, "implicit ESDIRK 3(2), L-stable (stiff: diffusion)"),
-    "kvaerno5": (diffrax.Kvaerno5, "implicit ESDIRK 5(4), L-stable (stiff, tight tolerances)"),
+SOLVERS: dict[str, tuple[str, str]] = {
+    "tsit5": ("Tsit5", "explicit 5(4), Tsitouras (the default for non-stiff problems)"),
+    "dopri5": ("Dopri5", "explicit 5(4), Dormand–Prince"),
+    "dopri8": ("Dopri8", "explicit 8(7), Dormand–Prince (tight tolerances)"),
+    "bosh3": ("Bosh3", "explicit 3(2), Bogacki–Shampine (loose tolerances)"),
+    "kvaerno3": ("Kvaerno3", "implicit ESDIRK 3(2), L-stable (stiff: diffusion)"),
+    "kvaerno5": ("Kvaerno5", "implicit ESDIRK 5(4), L-stable (stiff, tight tolerances)"),
 }
-"""The integrators :func:`integrate` accepts, by name: (diffrax class, description)."""
+"""The integrators :func:`integrate` accepts, by name: (diffrax class name, description)."""
+
+
+def _diffrax():
+    """diffrax, imported on first use: it (with optimistix) is a third of ``import diffphys``'s time and most runs
+    never integrate adaptively."""
+    import diffrax
+
+    return diffrax
 
 _BUCKETS = 100
 """The time reached at a failure is reported to within 1/_BUCKETS of the interval (the message is static)."""
@@ -148,6 +160,7 @@ def _save_times(name: str, save_at, t0: float, t1: float) -> tuple[float, ...]:
 
 def _diffrax_adjoint(name: str, adjoint) -> diffrax.AbstractAdjoint:
     """The diffrax adjoint for a strategy of :mod:`diffphys.adjoint` (see :func:`integrate`)."""
+    diffrax = _diffrax()
     if isinstance(adjoint, Direct):
         return diffrax.DirectAdjoint()
     if isinstance(adjoint, Checkpointed) and adjoint.every is None:
@@ -165,8 +178,10 @@ def _vector_field(t, y, model):
 
 @eqx.filter_jit
 def _integrate(model, state, t0, t1, times, rtol, atol, solver, adjoint, max_steps, dt0):
+    diffrax = _diffrax()
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_vector_field), SOLVERS[solver][0](), t0=t0, t1=t1, dt0=dt0, y0=state, args=model,
+        diffrax.ODETerm(_vector_field), getattr(diffrax, SOLVERS[solver][0])(), t0=t0, t1=t1, dt0=dt0, y0=state,
+        args=model,
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=jnp.asarray(times)), diffrax.SubSaveAt(t1=True)]),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, step_ts=jnp.asarray(times)),
         max_steps=max_steps,

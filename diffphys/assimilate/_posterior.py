@@ -59,6 +59,7 @@ class Posterior(eqx.Module):
     def _unravel(self, flat):
         return ravel_pytree(self.analysis)[1](flat)
 
+    @eqx.filter_jit
     def control_std(self) -> PyTree:
         r"""The posterior standard deviation of the control field $z$, shaped like the background.
 
@@ -77,6 +78,7 @@ class Posterior(eqx.Module):
         out = tuple(cov.sqrt(vp) for (cov, _), vp in zip(parts, v if len(parts) > 1 else (v,)))
         return out if len(parts) > 1 else out[0]
 
+    @eqx.filter_jit
     def std(self) -> PyTree:
         r"""The posterior standard deviation of the estimated physical field(s).
 

@@ -123,13 +123,8 @@ def _iterate(solver, problem, x0, mode, params, adjoint, progress, throw):
         result, k, history, state = _converged(
             solver, stop_gradient(problem), lax.stop_gradient(x0), mode, stop_gradient(params), progress
         )
-
-        def condition(point, theta):
-            prob, par = theta
-            return solver.optimality_residual(prob, point, par)
-
         point = implicit_solution(
-            condition, solver.implicit_point(state, result), (problem, params),
+            _optimality_residual, solver.implicit_point(state, result), (solver, problem, params),
             linear_solver=adjoint.linear_solver, spd=solver.symmetric_optimality,
         )
         x = solver.point_value(point)
@@ -138,6 +133,12 @@ def _iterate(solver, problem, x0, mode, params, adjoint, progress, throw):
     if throw:
         x = throw_if_failed(x, result)
     return Solution(value=x, result=result, stats={"num_steps": k, "history": history}, state=state)
+
+
+def _optimality_residual(point, theta):
+    """The solver's optimality condition, zero at a solution, as a function of (solver, problem, params)."""
+    solver, problem, params = theta
+    return solver.optimality_residual(problem, point, params)
 
 
 def _converged(solver, problem, x0, mode: Converged, params, progress):
