@@ -10,6 +10,8 @@ non-empty folder is refused unless ``overwrite=True`` (``diffphys run --overwrit
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,25 @@ def _compiling_line() -> str:
     return "  compiling the model and solver (the compilation cache is off: every run compiles) ..."
 
 
+def _import_in_background(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` on a daemon thread while the run compiles and solves.
+
+    Importing matplotlib takes about half a second; the main thread spends longer than that without
+    the GIL (XLA compiling, reading the compilation cache, running programs), so the plots' import
+    overlaps with that. Python's import locks make a later import in the main thread wait for this
+    one to finish rather than run twice; a failed import here is raised again by the main thread's.
+    """
+
+    def load():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the main thread's own import reports it
+                return
+
+    threading.Thread(target=load, name="diffphys-imports", daemon=True).start()
+
+
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print,
              overwrite: bool = False) -> dict:
     """Solve ``case`` and write its outputs into ``out`` (:data:`SINGLE_OUTPUTS`, or :data:`CYCLED_OUTPUTS`
@@ -50,6 +71,8 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     if removed:
         say(f"diffphys run: --overwrite: removed the previous outputs {', '.join(removed)} from {out}/")
     config = case.config
+    if config["output"]["plots"]:
+        _import_in_background(("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"))
     say(f"diffphys run: {case.name} — {case.description}")
     say(_compiling_line())
     run = (CycledRun if config["cycling"]["cycles"] is not None else SingleWindowRun)(case, say)

@@ -163,12 +163,12 @@ def posterior(
                                                       jax.tree_util.tree_leaves(problem.zero_control()))
     ):
         raise ValueError(f"{name}: analysis must be shaped like problem.zero_control(), got {analysis!r:.200}")
-    if not all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(analysis)):
+    if not all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(analysis)):
         raise ValueError(f"{name}: the analysis has non-finite values; there is no posterior around it")
     batch_size = check_int(f"{name}: batch_size", batch_size)
     n = ravel_pytree(analysis)[0].size
     if rank is None:
-        present = jnp.asarray(np.flatnonzero(np.asarray(problem.mask)))
+        present = np.flatnonzero(np.asarray(problem.mask))
         values, vectors = _exact_spectrum(problem, analysis, present, batch_size)
         complete = True
     else:
@@ -210,8 +210,23 @@ def _columns(linear, inputs, batch_size):
 def _exact_spectrum(problem, analysis, present, batch_size):
     """Eigenpairs of $J_o^\\top J_o$ from the dense $J_o$: the ``present`` rows by adjoint runs, or columns by
     tangent runs, whichever are fewer."""
-    _, singular, right = jnp.linalg.svd(_dense_jacobian(problem, analysis, present, batch_size), full_matrices=False)
-    return singular**2, right.T
+    return _spectrum(_dense_jacobian(problem, analysis, present, batch_size))
+
+
+def _spectrum(matrix):
+    """Eigenpairs $(\sigma_i^2, v_i)$ of $A^\top A$ from the thin SVD $A = U\Sigma V^\top$, by LAPACK on the host.
+
+    The factorisations run in NumPy: the matrices are small (at most a few hundred rows), and XLA
+    would compile an SVD program (about a second) for each shape a run meets.
+    """
+    _, singular, right = np.linalg.svd(np.asarray(matrix), full_matrices=False)
+    dtype = jnp.result_type(matrix)
+    return jnp.asarray(singular**2, dtype), jnp.asarray(right.T, dtype)
+
+
+def _orthonormal_basis(matrix):
+    """An orthonormal basis of the columns of ``matrix`` (thin QR by LAPACK on the host, see :func:`_spectrum`)."""
+    return jnp.asarray(np.linalg.qr(np.asarray(matrix))[0], jnp.result_type(matrix))
 
 
 @eqx.filter_jit
@@ -240,10 +255,9 @@ def _randomized_spectrum(problem, analysis, key, width, power_iterations, batch_
     """Halko et al. (2011) Algorithm 4.4 (subspace iteration) then 5.1 (SVD of $Q^\\top J_o$)."""
     n = ravel_pytree(analysis)[0].size
     probes = jax.random.normal(key, (n, width))
-    basis, _ = jnp.linalg.qr(_apply(problem, analysis, probes, False, batch_size))
+    basis = _orthonormal_basis(_apply(problem, analysis, probes, False, batch_size))
     for _ in range(power_iterations):
-        back, _ = jnp.linalg.qr(_apply(problem, analysis, basis, True, batch_size))
-        basis, _ = jnp.linalg.qr(_apply(problem, analysis, back, False, batch_size))
+        back = _orthonormal_basis(_apply(problem, analysis, basis, True, batch_size))
+        basis = _orthonormal_basis(_apply(problem, analysis, back, False, batch_size))
     projected = _apply(problem, analysis, basis, True, batch_size).T  # Qᵀ J_o, (width, n)
-    _, singular, right = jnp.linalg.svd(projected, full_matrices=False)
-    return singular**2, right.T
+    return _spectrum(projected)

@@ -203,7 +203,7 @@ class PointSensors(AbstractSparseObservation):
             idx = np.stack([_flat_index(grid, i, j) for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))], 1)
             w = np.stack([a0 * b0, a0 * b1, a1 * b0, a1 * b1], 1)
         self.grid = grid
-        self.indices = jnp.asarray(idx)
+        self.indices = jnp.asarray(idx, dtype=int)
         self.weights = jnp.asarray(w, dtype=float)
         self.coordinates = jnp.asarray(pts, dtype=float)
 

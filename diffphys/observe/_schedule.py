@@ -139,8 +139,8 @@ class ObservationSchedule(eqx.Module):
         # Observations are computed group by group; _order puts them back in time order.
         offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         grouped = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for p in positions for k in p])
-        self._order = jnp.asarray(np.argsort(grouped, kind="stable"))
-        self._inverse = jnp.asarray(grouped)
+        self._order = jnp.asarray(np.argsort(grouped, kind="stable"), dtype=int)
+        self._inverse = jnp.asarray(grouped, dtype=int)
 
     @classmethod
     def from_steps(cls, steps: Sequence[int], operators, *, dt: float, t0: float = 0.0,
