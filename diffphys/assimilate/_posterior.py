@@ -214,7 +214,7 @@ def _exact_spectrum(problem, analysis, present, batch_size):
 
 
 def _spectrum(matrix):
-    """Eigenpairs $(\sigma_i^2, v_i)$ of $A^\top A$ from the thin SVD $A = U\Sigma V^\top$, by LAPACK on the host.
+    r"""Eigenpairs $(\sigma_i^2, v_i)$ of $A^\top A$ from the thin SVD $A = U\Sigma V^\top$, by LAPACK on the host.
 
     The factorisations run in NumPy: the matrices are small (at most a few hundred rows), and XLA
     would compile an SVD program (about a second) for each shape a run meets.
