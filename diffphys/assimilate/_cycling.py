@@ -119,19 +119,25 @@ def cycled_twin_experiment(model, truth, schedule: ObservationSchedule, n_cycles
     states = rollout(model, truth, n_steps, save_at=range(n_steps + 1), check_finite=not concrete)
     if concrete:
         check_finite_on_host(states, range(n_steps + 1), f"{name}: the truth run")
+    truth_start, truth_end, observations, clean = _observe_windows(schedule, states, key, sigma, shift, n_cycles)
+    return CycledTwin(truth_start, truth_end, observations, clean)
+
+
+@eqx.filter_jit
+def _observe_windows(schedule, states, key, sigma, shift: int, n_cycles: int):
+    """Every window's states, clean and noisy observations from the truth run: one program, no loop
+    over windows on the host (one noise draw per observation time, ``fold_in(key, step)``)."""
     steps = np.asarray(schedule.steps)
-    windows = jnp.stack([states[k * shift + steps] for k in range(n_cycles)])
-    clean = jax.vmap(schedule.observe)(windows)
-    sizes = np.asarray(schedule.sizes)
-
-    def noise(k):
-        draws = [jax.random.normal(jax.random.fold_in(key, k * shift + int(s)), (int(n),), clean.dtype)
-                 for s, n in zip(steps, sizes)]
-        return jnp.concatenate(draws)
-
-    xi = jnp.stack([noise(k) for k in range(n_cycles)])
-    starts = states[np.arange(n_cycles) * shift]
-    return CycledTwin(starts, states[np.arange(n_cycles) * shift + length], clean + sigma * xi, clean)
+    starts = np.arange(n_cycles) * shift
+    clean = jax.vmap(schedule.observe)(states[starts[:, None] + steps])
+    draws = {}
+    for n in sorted(set(schedule.sizes)):  # one vmapped draw per observation count (threefry compiles slowly)
+        slots = [j for j, m in enumerate(schedule.sizes) if m == n]
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, (starts[:, None] + steps[slots]).reshape(-1))
+        z = jax.vmap(lambda k: jax.random.normal(k, (n,), clean.dtype))(keys).reshape(n_cycles, len(slots), n)
+        draws.update({j: z[:, i] for i, j in enumerate(slots)})
+    xi = jnp.concatenate([draws[j] for j in range(len(steps))], axis=1)
+    return states[starts], states[starts + schedule.n_steps], clean + sigma * xi, clean
 
 
 class CycledAnalysis(eqx.Module):
