@@ -36,7 +36,7 @@ from .._rollout import check_finite_on_host, rollout
 from .._validate import is_concrete
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ._fourdvar import StrongConstraint4DVar
-from .._solution import result_name
+from .._solution import RESULT_NAMES, RESULTS
 from ..solvers import Converged, GaussNewton
 from ._gauss_newton import FOURDVAR_MODE, gauss_newton
 
@@ -185,19 +185,43 @@ class CycledAnalysis(eqx.Module):
                 "background": average(self.background, twin.truth_start)}
 
 
-@eqx.filter_jit
+_ROW_KEYS = ("background", "analysis", "filter_analysis", "forecast", "iterations", "converged", "cost_initial",
+             "cost_final", "result")
+
+
 def _window(model, schedule, R, B, solver, mode, shift, background, observations):
+    """One window: its Gauss–Newton solve, the forecasts of analysis and background; the next background."""
     problem = StrongConstraint4DVar(model, schedule, observations, R, B, background)
     solution = gauss_newton(problem, solver=solver, mode=mode, throw=False)
     x_a = problem.initial_state(solution.value)
     length = schedule.n_steps
-    steps = (shift, length) if shift < length else (length,)
-    analysis_path = rollout(model, x_a, length, save_at=steps, check_finite=False)
-    forecast = rollout(model, background, length, check_finite=False)[-1]
+    # The analysis and the background forecast in one batched run saving every step: one model loop
+    # in the program (each call site of the model, and each run between saves, compiles again).
+    pair = jax.tree.map(lambda a, b: jnp.stack([a, b]), x_a, background)
+    paths = jax.vmap(lambda x: rollout(model, x, length, save_at=range(1, length + 1), check_finite=False))(pair)
+    analysis_end, forecast, next_background = (jax.tree.map(lambda p: p[i, j], paths)
+                                               for i, j in ((0, length - 1), (1, length - 1), (0, shift - 1)))
     k = solution.stats["num_steps"]
     costs = solution.stats["history"]["cost"]
-    return (x_a, analysis_path[-1], forecast, k, solution.converged, costs[0], costs[k], solution.result,
-            analysis_path[0])
+    row = (background, x_a, analysis_end, forecast, jnp.asarray(k, jnp.int32), jnp.asarray(solution.converged, bool),
+           costs[0], costs[k], jnp.asarray(solution.result._value, jnp.int32))
+    return row, next_background
+
+
+@eqx.filter_jit
+def _cycle(model, schedule, R, B, solver, mode, shift, background, observations, start, stop, rows):
+    """Windows ``start, ..., stop - 1`` one after another, each writing its row of ``rows``.
+
+    The bounds are arrays, so one compiled program runs any stretch of windows: the host calls it
+    once for all windows, or once per stretch between progress reports, and never once per window.
+    """
+
+    def body(k, carry):
+        x_b, rows = carry
+        row, next_background = _window(model, schedule, R, B, solver, mode, shift, x_b, observations[k])
+        return next_background, jax.tree.map(lambda buffer, value: buffer.at[k].set(value), rows, row)
+
+    return jax.lax.fori_loop(start, stop, body, (background, rows))
 
 
 def cycled_4dvar(
@@ -233,9 +257,10 @@ def cycled_4dvar(
       ``result``: the window's :class:`~diffphys.RESULTS` name), e.g.
       to print progress.
 
-    Each window's solve is compiled once and reused; the windows run one after another (each
-    background is the previous analysis's forecast). A non-finite analysis raises
-    ``FloatingPointError`` naming the window.
+    The windows run one after another (each background is the previous analysis's forecast) in one
+    compiled loop: one call without ``progress``; with it, about 20 calls, ``progress`` being called
+    for each window of a stretch when the stretch ends. A non-finite analysis raises
+    ``FloatingPointError`` naming the first such window.
 
     **Returns:** a :class:`CycledAnalysis`.
     """
@@ -252,20 +277,30 @@ def cycled_4dvar(
     R_window = DiagonalR(R.sigma * math.sqrt(length // shift))
     x_b = jnp.asarray(background, dtype=jnp.result_type(float))
     model.check_state(x_b)
-    keys = ("analysis", "filter_analysis", "forecast", "iterations", "converged", "cost_initial", "cost_final")
-    rows = []
-    for k in range(y.shape[0]):
-        *out, result, next_background = _window(model, schedule, R_window, B, solver, mode, shift, x_b, y[k])
-        record = {"background": np.asarray(x_b), **{key: np.asarray(o) for key, o in zip(keys, out)},
-                  "result": result_name(result)}
-        if not np.isfinite(record["filter_analysis"]).all():
-            raise FloatingPointError(
-                f"{name}: the analysis of window {k} is not finite (cost {record['cost_initial']:.3g} -> "
-                f"{record['cost_final']:.3g}); check that window's observations, B, R and the model's dt"
-            )
-        rows.append(record)
-        if progress is not None:
-            progress(k, record)
-        x_b = next_background
-    arrays = {key: jnp.asarray(np.stack([r[key] for r in rows])) for key in rows[0] if key != "result"}
-    return CycledAnalysis(**arrays, results=tuple(r["result"] for r in rows))
+    n_cycles = y.shape[0]
+    state, cost = np.zeros((n_cycles, *x_b.shape), x_b.dtype), np.zeros(n_cycles, x_b.dtype)
+    rows = (state, state, state, state, np.zeros(n_cycles, np.int32), np.zeros(n_cycles, bool), cost, cost,
+            np.zeros(n_cycles, np.int32))
+    # Without progress the windows run in one call; with it, in about 20 stretches, each reported
+    # window by window when it ends.
+    stretch = n_cycles if progress is None else max(1, -(-n_cycles // 20))
+    results = {int(getattr(RESULTS, n)._value): n for n in RESULT_NAMES}
+    for start in range(0, n_cycles, stretch):
+        stop = min(n_cycles, start + stretch)
+        x_b, rows = _cycle(model, schedule, R_window, B, solver, mode, shift, x_b, y, np.asarray(start, np.int32),
+                           np.asarray(stop, np.int32), rows)
+        done = {key: np.asarray(r)[start:stop] for key, r in zip(_ROW_KEYS, rows)}
+        finite = np.isfinite(done["filter_analysis"].reshape(stop - start, -1)).all(axis=1)
+        for k in range(start, stop):
+            record = {key: v[k - start] for key, v in done.items()}
+            record["result"] = results[int(record["result"])]
+            if not finite[k - start]:
+                raise FloatingPointError(
+                    f"{name}: the analysis of window {k} is not finite (cost {record['cost_initial']:.3g} -> "
+                    f"{record['cost_final']:.3g}); check that window's observations, B, R and the model's dt"
+                )
+            if progress is not None:
+                progress(k, record)
+    arrays = dict(zip(_ROW_KEYS[:-1], rows[:-1]))
+    names = tuple(results[int(r)] for r in np.asarray(rows[-1]))
+    return CycledAnalysis(**arrays, results=names)
