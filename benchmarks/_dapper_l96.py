@@ -48,18 +48,24 @@ def main(argv) -> int:
 
     # DAPPER's iEnKS and Var4D slide a window of `lag` observation times by one, like diffphys, but
     # assimilate each observation once, in the window it ends (single data assimilation, the
-    # control `lag` times back): R is not inflated. diffphys assimilates it in all `lag` windows
-    # with R inflated `lag` times (multiple data assimilation), the other variant of Bocquet & Sakov (2014).
+    # control `lag` times back); diffphys assimilates it in all `lag` windows with R inflated `lag`
+    # times (multiple data assimilation), the other variant of Bocquet & Sakov (2014).
     r_variance = sigma**2
     if method == "iEnKS":
         # Bocquet & Sakov (2013), Fig. 4 (DAPPER's mods/Lorenz96/sakov2008.py, rmse.a 0.31 at L = 4):
-        # a square-root iEnKS, 20 members, finite-size (EnKF-N) inflation.
+        # a square-root iEnKS, 20 members, finite-size (EnKF-N) inflation; R as the observations' errors.
         xp = da.iEnKS("Sqrt", N=20, Lag=lag, xN=2.0)
     elif method in ("Var4D", "Var4D-clim"):
-        # DAPPER's 4D-Var (Gauss-Newton with the full tangent-linear Jacobian, its default 10 outer
-        # iterations per window) with diffphys's static B, or with DAPPER's own tuning for this set-up
-        # (climatological B from the truth times 0.02: rmse.a 0.37 in mods/Lorenz96/sakov2008.py).
-        xp = da.Var4D(Lag=lag, B=B, xB=1.0) if method == "Var4D" else da.Var4D(Lag=lag, B="clim", xB=0.02)
+        # DAPPER's 4D-Var: Gauss-Newton with the full tangent-linear Jacobian, its default 10 outer
+        # iterations per window. "Var4D": diffphys's weights, its static B and R inflated `lag` times
+        # (with R not inflated, B is too wide for single data assimilation: rmse.a 0.43 instead of
+        # 0.37); "Var4D-clim": DAPPER's own tuning for this set-up (climatological B from the truth
+        # times 0.02, R not inflated: rmse.a 0.37 in mods/Lorenz96/sakov2008.py on its own runs).
+        if method == "Var4D":
+            r_variance = lag * sigma**2
+            xp = da.Var4D(Lag=lag, B=B, xB=1.0)
+        else:
+            xp = da.Var4D(Lag=lag, B="clim", xB=0.02)
         # DAPPER 1.7.1's Var4D calls the operator of time ko with ko again (`Obs = HMM.Obs(ko)`, then
         # `Obs(ko).linear(x)`, `Obs(ko)(x)`), which indexes the integer; an operator called with an
         # observation-time index returns itself, as `HMM.Obs(ko)` does.

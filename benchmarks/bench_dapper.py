@@ -10,16 +10,17 @@ truth and observations in a subprocess (``benchmarks/_dapper_l96.py``):
 
 - ``DAPPER iEnKS``: ``iEnKS("Sqrt", N=20, Lag=4, xN=2)``, Bocquet & Sakov's iterative ensemble
   Kalman smoother on the same windows (its own flow-dependent covariance);
-- ``DAPPER Var4D``: ``Var4D(Lag=4, B=B)``: DAPPER's 4D-Var with diffphys's static B, Gauss–Newton
-  with the full tangent-linear Jacobian, its default 10 outer iterations per window;
+- ``DAPPER Var4D``: ``Var4D(Lag=4, B=B)``: DAPPER's 4D-Var with diffphys's weights (its static B,
+  R inflated 4x), Gauss–Newton with the full tangent-linear Jacobian, its default 10 outer
+  iterations per window;
 - ``DAPPER Var4D-clim``: the same with DAPPER's own tuning for this set-up (climatological B from
-  the truth, times 0.02).
+  the truth, times 0.02; R not inflated).
 
 DAPPER's windows slide by one observation time as diffphys's do, but assimilate each observation
-once, in the window it ends, with R not inflated (single data assimilation); diffphys assimilates
-it in all 4 windows with R inflated 4x (multiple data assimilation). Both are Bocquet & Sakov's
-(2014) sliding-window schemes; the RMSEs are of the same estimate (the filter analysis at each
-window's end) on the same truth and observations.
+once, in the window it ends (single data assimilation); diffphys assimilates it in all 4 windows
+with R inflated 4x (multiple data assimilation). Both are Bocquet & Sakov's (2014) sliding-window
+schemes; the RMSEs are of the same estimate (the filter analysis at each window's end) on the same
+truth and observations.
 
 Each row reports the time-averaged filter analysis RMSE over the same 300 windows and its wall
 time, and that time over diffphys's cold time (the first run a user waits for) and warm time.

@@ -208,6 +208,35 @@ def _window(model, schedule, R, B, solver, mode, shift, background, observations
     return row, next_background
 
 
+_DENSE_B = 256  # states up to this size apply B through its dense square root
+
+
+class _DenseSqrtCovariance(AbstractCovariance):
+    r"""A covariance applied through its dense square root $S$ ($S v$, $S^\top w$): the same $B$ to round-off.
+
+    On a small state one matrix–vector product costs less than a matrix-free $B^{1/2}$ (two FFTs
+    and their transposes for :class:`~diffphys.observe.DiffusionB`) and compiles to one kernel,
+    which counts in the tangent-linear and adjoint runs of every CG iteration.
+    """
+
+    S: Float[Array, "n n"]
+
+    def sqrt(self, v):
+        return jnp.reshape(self.S @ jnp.reshape(v, -1), jnp.shape(v))
+
+    def sqrt_transpose(self, w):
+        return jnp.reshape(self.S.T @ jnp.reshape(w, -1), jnp.shape(w))
+
+
+def _dense_sqrt(B: AbstractCovariance, like) -> AbstractCovariance:
+    """``B`` with its square root formed column by column (``B.sqrt`` of the unit vectors) on small states."""
+    shape, n = jnp.shape(like), int(np.prod(jnp.shape(like)))
+    if n > _DENSE_B or isinstance(B, _DenseSqrtCovariance):
+        return B
+    columns = jax.vmap(lambda e: jnp.reshape(B.sqrt(jnp.reshape(e, shape)), -1))(jnp.eye(n, dtype=jnp.result_type(like)))
+    return _DenseSqrtCovariance(columns.T)
+
+
 @eqx.filter_jit
 def _cycle(model, schedule, R, B, solver, mode, shift, background, observations, start, stop, rows):
     """Windows ``start, ..., stop - 1`` one after another, each writing its row of ``rows``.
@@ -215,6 +244,8 @@ def _cycle(model, schedule, R, B, solver, mode, shift, background, observations,
     The bounds are arrays, so one compiled program runs any stretch of windows: the host calls it
     once for all windows, or once per stretch between progress reports, and never once per window.
     """
+
+    B = _dense_sqrt(B, background)
 
     def body(k, carry):
         x_b, rows = carry
