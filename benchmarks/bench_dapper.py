@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dapper-python", help="the Python of an environment with DAPPER installed; without it "
                         "the DAPPER rows are skipped")
-    parser.add_argument("--methods", default=",".join(METHODS), help="DAPPER methods to run, comma-separated (default iEnKS,Var4D,Var4D-clim)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="DAPPER methods to run, comma-separated (default iEnKS,Var4D,Var4D-clim)")
     parser.add_argument("--quick", action="store_true", help="60 windows, 10 of spin-up (a smoke run)")
     parser.add_argument("--cache-dir", type=Path, help="JAX's persistent compilation cache in this folder, as "
                         "`diffphys run` uses it: run twice, the second run's cold time is a second process's")
