@@ -57,6 +57,37 @@ def test_overlapping_windows_share_their_observations_and_inflate_R(lorenz):
     assert jnp.allclose(result.analysis[0], direct, rtol=0, atol=1e-9)
 
 
+def test_the_twin_draws_one_noise_vector_per_observation_time(lorenz):
+    model, x0, schedule, B = lorenz
+    key = jax.random.key(6)
+    twin = da.cycled_twin_experiment(model, x0, schedule, 3, 0.5, key, shift=4)
+    noise = np.asarray(twin.observations - twin.clean_observations).reshape(3, 4, 40)
+    for k in range(3):
+        for j, step in enumerate((4, 8, 12, 16)):
+            expected = 0.5 * jax.random.normal(jax.random.fold_in(key, 4 * k + step), (40,))
+            np.testing.assert_allclose(noise[k, j], expected, rtol=0, atol=1e-12)
+
+
+def test_the_windows_run_in_one_program_whatever_the_progress_stretches(lorenz):
+    from diffphys._compile_monitor import CompileMonitor
+
+    model, x0, schedule, B = lorenz
+    twin = da.cycled_twin_experiment(model, x0, schedule, 3, 1.0, jax.random.key(7), shift=8)
+    x_b = x0 + B.sample(jax.random.key(8), x0)
+    run = lambda progress: da.cycled_4dvar(model, schedule, twin.observations, ob.DiagonalR(1.0), B, x_b, shift=8,
+                                           progress=progress, **SETTINGS)
+    whole = run(None)
+    records = []
+    with CompileMonitor() as monitor:
+        stretched = run(lambda k, record: records.append((k, record)))  # 3 windows: stretches of one
+    assert monitor.programs == 0
+    assert [k for k, _ in records] == [0, 1, 2]
+    for name in ("background", "analysis", "filter_analysis", "forecast", "iterations", "cost_final"):
+        np.testing.assert_array_equal(np.asarray(getattr(stretched, name)), np.asarray(getattr(whole, name)))
+        np.testing.assert_array_equal(np.stack([r[name] for _, r in records]), np.asarray(getattr(whole, name)))
+    assert [r["result"] for _, r in records] == list(whole.results) == ["successful"] * 3
+
+
 @pytest.mark.parametrize("shift", [16, 4])
 def test_cycling_lorenz96_tracks_the_truth_below_the_observation_noise(lorenz, shift):
     model, x0, schedule, B = lorenz

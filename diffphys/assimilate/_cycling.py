@@ -36,7 +36,7 @@ from .._rollout import check_finite_on_host, rollout
 from .._validate import is_concrete
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
 from ._fourdvar import StrongConstraint4DVar
-from .._solution import result_name
+from .._solution import RESULT_NAMES, RESULTS
 from ..solvers import Converged, GaussNewton
 from ._gauss_newton import FOURDVAR_MODE, gauss_newton
 
@@ -119,19 +119,25 @@ def cycled_twin_experiment(model, truth, schedule: ObservationSchedule, n_cycles
     states = rollout(model, truth, n_steps, save_at=range(n_steps + 1), check_finite=not concrete)
     if concrete:
         check_finite_on_host(states, range(n_steps + 1), f"{name}: the truth run")
+    truth_start, truth_end, observations, clean = _observe_windows(schedule, states, key, sigma, shift, n_cycles)
+    return CycledTwin(truth_start, truth_end, observations, clean)
+
+
+@eqx.filter_jit
+def _observe_windows(schedule, states, key, sigma, shift: int, n_cycles: int):
+    """Every window's states, clean and noisy observations from the truth run: one program, no loop
+    over windows on the host (one noise draw per observation time, ``fold_in(key, step)``)."""
     steps = np.asarray(schedule.steps)
-    windows = jnp.stack([states[k * shift + steps] for k in range(n_cycles)])
-    clean = jax.vmap(schedule.observe)(windows)
-    sizes = np.asarray(schedule.sizes)
-
-    def noise(k):
-        draws = [jax.random.normal(jax.random.fold_in(key, k * shift + int(s)), (int(n),), clean.dtype)
-                 for s, n in zip(steps, sizes)]
-        return jnp.concatenate(draws)
-
-    xi = jnp.stack([noise(k) for k in range(n_cycles)])
-    starts = states[np.arange(n_cycles) * shift]
-    return CycledTwin(starts, states[np.arange(n_cycles) * shift + length], clean + sigma * xi, clean)
+    starts = np.arange(n_cycles) * shift
+    clean = jax.vmap(schedule.observe)(states[starts[:, None] + steps])
+    draws = {}
+    for n in sorted(set(schedule.sizes)):  # one vmapped draw per observation count (threefry compiles slowly)
+        slots = [j for j, m in enumerate(schedule.sizes) if m == n]
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, (starts[:, None] + steps[slots]).reshape(-1))
+        z = jax.vmap(lambda k: jax.random.normal(k, (n,), clean.dtype))(keys).reshape(n_cycles, len(slots), n)
+        draws.update({j: z[:, i] for i, j in enumerate(slots)})
+    xi = jnp.concatenate([draws[j] for j in range(len(steps))], axis=1)
+    return states[starts], states[starts + schedule.n_steps], clean + sigma * xi, clean
 
 
 class CycledAnalysis(eqx.Module):
@@ -179,19 +185,74 @@ class CycledAnalysis(eqx.Module):
                 "background": average(self.background, twin.truth_start)}
 
 
-@eqx.filter_jit
+_ROW_KEYS = ("background", "analysis", "filter_analysis", "forecast", "iterations", "converged", "cost_initial",
+             "cost_final", "result")
+
+
 def _window(model, schedule, R, B, solver, mode, shift, background, observations):
+    """One window: its Gauss–Newton solve, the forecasts of analysis and background; the next background."""
     problem = StrongConstraint4DVar(model, schedule, observations, R, B, background)
     solution = gauss_newton(problem, solver=solver, mode=mode, throw=False)
     x_a = problem.initial_state(solution.value)
     length = schedule.n_steps
-    steps = (shift, length) if shift < length else (length,)
-    analysis_path = rollout(model, x_a, length, save_at=steps, check_finite=False)
-    forecast = rollout(model, background, length, check_finite=False)[-1]
+    # The analysis and the background forecast in one batched run saving every step: one model loop
+    # in the program (each call site of the model, and each run between saves, compiles again).
+    pair = jax.tree.map(lambda a, b: jnp.stack([a, b]), x_a, background)
+    paths = jax.vmap(lambda x: rollout(model, x, length, save_at=range(1, length + 1), check_finite=False))(pair)
+    analysis_end, forecast, next_background = (jax.tree.map(lambda p: p[i, j], paths)
+                                               for i, j in ((0, length - 1), (1, length - 1), (0, shift - 1)))
     k = solution.stats["num_steps"]
     costs = solution.stats["history"]["cost"]
-    return (x_a, analysis_path[-1], forecast, k, solution.converged, costs[0], costs[k], solution.result,
-            analysis_path[0])
+    row = (background, x_a, analysis_end, forecast, jnp.asarray(k, jnp.int32), jnp.asarray(solution.converged, bool),
+           costs[0], costs[k], jnp.asarray(solution.result._value, jnp.int32))
+    return row, next_background
+
+
+_DENSE_B = 256  # states up to this size apply B through its dense square root
+
+
+class _DenseSqrtCovariance(AbstractCovariance):
+    r"""A covariance applied through its dense square root $S$ ($S v$, $S^\top w$): the same $B$ to round-off.
+
+    On a small state one matrix–vector product costs less than a matrix-free $B^{1/2}$ (two FFTs
+    and their transposes for :class:`~diffphys.observe.DiffusionB`) and compiles to one kernel,
+    which counts in the tangent-linear and adjoint runs of every CG iteration.
+    """
+
+    S: Float[Array, "n n"]
+
+    def sqrt(self, v):
+        return jnp.reshape(self.S @ jnp.reshape(v, -1), jnp.shape(v))
+
+    def sqrt_transpose(self, w):
+        return jnp.reshape(self.S.T @ jnp.reshape(w, -1), jnp.shape(w))
+
+
+def _dense_sqrt(B: AbstractCovariance, like) -> AbstractCovariance:
+    """``B`` with its square root formed column by column (``B.sqrt`` of the unit vectors) on small states."""
+    shape, n = jnp.shape(like), int(np.prod(jnp.shape(like)))
+    if n > _DENSE_B or isinstance(B, _DenseSqrtCovariance):
+        return B
+    columns = jax.vmap(lambda e: jnp.reshape(B.sqrt(jnp.reshape(e, shape)), -1))(jnp.eye(n, dtype=jnp.result_type(like)))
+    return _DenseSqrtCovariance(columns.T)
+
+
+@eqx.filter_jit
+def _cycle(model, schedule, R, B, solver, mode, shift, background, observations, start, stop, rows):
+    """Windows ``start, ..., stop - 1`` one after another, each writing its row of ``rows``.
+
+    The bounds are arrays, so one compiled program runs any stretch of windows: the host calls it
+    once for all windows, or once per stretch between progress reports, and never once per window.
+    """
+
+    B = _dense_sqrt(B, background)
+
+    def body(k, carry):
+        x_b, rows = carry
+        row, next_background = _window(model, schedule, R, B, solver, mode, shift, x_b, observations[k])
+        return next_background, jax.tree.map(lambda buffer, value: buffer.at[k].set(value), rows, row)
+
+    return jax.lax.fori_loop(start, stop, body, (background, rows))
 
 
 def cycled_4dvar(
@@ -227,9 +288,10 @@ def cycled_4dvar(
       ``result``: the window's :class:`~diffphys.RESULTS` name), e.g.
       to print progress.
 
-    Each window's solve is compiled once and reused; the windows run one after another (each
-    background is the previous analysis's forecast). A non-finite analysis raises
-    ``FloatingPointError`` naming the window.
+    The windows run one after another (each background is the previous analysis's forecast) in one
+    compiled loop: one call without ``progress``; with it, about 20 calls, ``progress`` being called
+    for each window of a stretch when the stretch ends. A non-finite analysis raises
+    ``FloatingPointError`` naming the first such window.
 
     **Returns:** a :class:`CycledAnalysis`.
     """
@@ -246,20 +308,30 @@ def cycled_4dvar(
     R_window = DiagonalR(R.sigma * math.sqrt(length // shift))
     x_b = jnp.asarray(background, dtype=jnp.result_type(float))
     model.check_state(x_b)
-    keys = ("analysis", "filter_analysis", "forecast", "iterations", "converged", "cost_initial", "cost_final")
-    rows = []
-    for k in range(y.shape[0]):
-        *out, result, next_background = _window(model, schedule, R_window, B, solver, mode, shift, x_b, y[k])
-        record = {"background": np.asarray(x_b), **{key: np.asarray(o) for key, o in zip(keys, out)},
-                  "result": result_name(result)}
-        if not np.isfinite(record["filter_analysis"]).all():
-            raise FloatingPointError(
-                f"{name}: the analysis of window {k} is not finite (cost {record['cost_initial']:.3g} -> "
-                f"{record['cost_final']:.3g}); check that window's observations, B, R and the model's dt"
-            )
-        rows.append(record)
-        if progress is not None:
-            progress(k, record)
-        x_b = next_background
-    arrays = {key: jnp.asarray(np.stack([r[key] for r in rows])) for key in rows[0] if key != "result"}
-    return CycledAnalysis(**arrays, results=tuple(r["result"] for r in rows))
+    n_cycles = y.shape[0]
+    state, cost = np.zeros((n_cycles, *x_b.shape), x_b.dtype), np.zeros(n_cycles, x_b.dtype)
+    rows = (state, state, state, state, np.zeros(n_cycles, np.int32), np.zeros(n_cycles, bool), cost, cost,
+            np.zeros(n_cycles, np.int32))
+    # Without progress the windows run in one call; with it, in about 20 stretches, each reported
+    # window by window when it ends.
+    stretch = n_cycles if progress is None else max(1, -(-n_cycles // 20))
+    results = {int(getattr(RESULTS, n)._value): n for n in RESULT_NAMES}
+    for start in range(0, n_cycles, stretch):
+        stop = min(n_cycles, start + stretch)
+        x_b, rows = _cycle(model, schedule, R_window, B, solver, mode, shift, x_b, y, np.asarray(start, np.int32),
+                           np.asarray(stop, np.int32), rows)
+        done = {key: np.asarray(r)[start:stop] for key, r in zip(_ROW_KEYS, rows)}
+        finite = np.isfinite(done["filter_analysis"].reshape(stop - start, -1)).all(axis=1)
+        for k in range(start, stop):
+            record = {key: v[k - start] for key, v in done.items()}
+            record["result"] = results[int(record["result"])]
+            if not finite[k - start]:
+                raise FloatingPointError(
+                    f"{name}: the analysis of window {k} is not finite (cost {record['cost_initial']:.3g} -> "
+                    f"{record['cost_final']:.3g}); check that window's observations, B, R and the model's dt"
+                )
+            if progress is not None:
+                progress(k, record)
+    arrays = dict(zip(_ROW_KEYS[:-1], rows[:-1]))
+    names = tuple(results[int(r)] for r in np.asarray(rows[-1]))
+    return CycledAnalysis(**arrays, results=names)
