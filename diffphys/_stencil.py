@@ -20,6 +20,32 @@ from .grid import AbstractGrid, Dirichlet, Neumann, Periodic
 ADVECTION_SCHEMES = ("upwind", "weno5")
 
 
+def _slice(x, start: int, stop: int, axis: int) -> jnp.ndarray:
+    """``x[start:stop]`` along ``axis``, as one piece of a ``lax.split`` rather than a ``lax.slice``.
+
+    Reverse mode is the reason: a slice transposes to a ``pad`` and a concatenation to pieces that
+    are padded back, which XLA:CPU leaves as separate, unfused kernels (a gradient of an RK4 heat
+    rollout took 10-30 forward passes). A split transposes to a concatenation and back, so every
+    stencil here built from splits and concatenations has a transpose of the same kind, which XLA
+    fuses as well as the forward pass.
+    """
+    n = x.shape[axis]
+    if start == 0 and stop == n:
+        return x
+    sizes = [size for size in (start, stop - start, n - stop) if size]
+    return lax.split(x, sizes, axis=axis)[1 if start else 0]
+
+
+def _roll(x, shift: int, axis: int) -> jnp.ndarray:
+    """``jnp.roll(x, shift, axis)`` as a split and a concatenation (its transpose is a roll back; see :func:`_slice`)."""
+    n = x.shape[axis]
+    shift %= n
+    if shift == 0:
+        return x
+    head, tail = lax.split(x, (n - shift, shift), axis=axis)
+    return lax.concatenate([tail, head], dimension=axis)
+
+
 def _shape_along(axis: int, ndim: int, values) -> jnp.ndarray:
     """Reshape a 1D array so it broadcasts along ``axis`` of an ``ndim``-dimensional array."""
     shape = [1] * ndim
@@ -59,11 +85,11 @@ def ghost_cells(u, grid: AbstractGrid, axis: int, width: int):
     low, high = grid.bc[axis]
     n = u.shape[axis]
     if isinstance(low, Periodic):
-        return lax.slice_in_dim(u, n - width, n, axis=axis), lax.slice_in_dim(u, 0, width, axis=axis)
+        return _slice(u, n - width, n, axis=axis), _slice(u, 0, width, axis=axis)
     h = grid.spacing[axis]
     far_to_near = 2.0 * jnp.arange(width, 0, -1, dtype=u.dtype) - 1.0
-    lo = _ghosts(low, jnp.flip(lax.slice_in_dim(u, 0, width, axis=axis), axis), h, axis, far_to_near)
-    hi = _ghosts(high, jnp.flip(lax.slice_in_dim(u, n - width, n, axis=axis), axis), h, axis, far_to_near[::-1])
+    lo = _ghosts(low, jnp.flip(_slice(u, 0, width, axis=axis), axis), h, axis, far_to_near)
+    hi = _ghosts(high, jnp.flip(_slice(u, n - width, n, axis=axis), axis), h, axis, far_to_near[::-1])
     return lo, hi
 
 
@@ -85,22 +111,22 @@ def face_average(c, grid: AbstractGrid, axis: int, *, nonnegative: bool = False)
     n = c.shape[axis]
     if isinstance(grid.bc[axis][0], Periodic):
         cp = jnp.concatenate(
-            [lax.slice_in_dim(c, n - 1, n, axis=axis), c, lax.slice_in_dim(c, 0, 1, axis=axis)], axis=axis
+            [_slice(c, n - 1, n, axis=axis), c, _slice(c, 0, 1, axis=axis)], axis=axis
         )
     else:
-        first, second = lax.slice_in_dim(c, 0, 1, axis=axis), lax.slice_in_dim(c, 1, 2, axis=axis)
-        last, before = lax.slice_in_dim(c, n - 1, n, axis=axis), lax.slice_in_dim(c, n - 2, n - 1, axis=axis)
+        first, second = _slice(c, 0, 1, axis=axis), _slice(c, 1, 2, axis=axis)
+        last, before = _slice(c, n - 1, n, axis=axis), _slice(c, n - 2, n - 1, axis=axis)
         lo, hi = 2.0 * first - second, 2.0 * last - before
         if nonnegative:
             lo, hi = jnp.maximum(lo, 0.0), jnp.maximum(hi, 0.0)
         cp = jnp.concatenate([lo, c, hi], axis=axis)
-    return 0.5 * (lax.slice_in_dim(cp, 0, n + 1, axis=axis) + lax.slice_in_dim(cp, 1, n + 2, axis=axis))
+    return 0.5 * (_slice(cp, 0, n + 1, axis=axis) + _slice(cp, 1, n + 2, axis=axis))
 
 
 def _low_high(faces, axis: int):
     """Face values on each cell's low and high side: ``(F_{i-1/2}, F_{i+1/2})``, each of cell shape."""
     n = faces.shape[axis] - 1
-    return lax.slice_in_dim(faces, 0, n, axis=axis), lax.slice_in_dim(faces, 1, n + 1, axis=axis)
+    return _slice(faces, 0, n, axis=axis), _slice(faces, 1, n + 1, axis=axis)
 
 
 def _is_edge(n: int, ndim: int, axis: int, last: bool):
@@ -111,10 +137,10 @@ def _is_edge(n: int, ndim: int, axis: int, last: bool):
 def _next_cells(u, high_ghost, grid: AbstractGrid, axis: int):
     """``u_{i+1}`` for every cell, the ghost cell after the last one.
 
-    A roll plus a select on the edge (rather than slicing and concatenating): their transposes are
-    again a roll and a select, so the reverse-mode pass is as simple as the forward one.
+    A roll plus a select on the edge: the transposes of :func:`_roll` and of a select are again a
+    roll and a select, so the reverse-mode pass is as simple as the forward one.
     """
-    rolled = jnp.roll(u, -1, axis=axis)
+    rolled = _roll(u, -1, axis)
     if isinstance(grid.bc[axis][0], Periodic):
         return rolled
     return jnp.where(_is_edge(u.shape[axis], u.ndim, axis, last=True), high_ghost, rolled)
@@ -123,11 +149,11 @@ def _next_cells(u, high_ghost, grid: AbstractGrid, axis: int):
 def _divergence(high_flux, low_boundary_flux, grid: AbstractGrid, axis: int, spacing: float):
     """``(F_{i+1/2} - F_{i-1/2}) / h`` from the high-side fluxes of all cells and the first low face.
 
-    Each flux is computed once and shifted (like a hand-written ``jnp.roll`` stencil): computing
+    Each flux is computed once and shifted (like a hand-written roll stencil): computing
     it on both sides of every face instead lets XLA duplicate work across the stages of a
     Runge–Kutta step (measured 3x slower for RK4).
     """
-    low_flux = jnp.roll(high_flux, 1, axis=axis)
+    low_flux = _roll(high_flux, 1, axis)
     if not isinstance(grid.bc[axis][0], Periodic):
         low_flux = jnp.where(_is_edge(high_flux.shape[axis], high_flux.ndim, axis, last=False), low_boundary_flux, low_flux)
     return (high_flux - low_flux) / spacing
@@ -135,7 +161,7 @@ def _divergence(high_flux, low_boundary_flux, grid: AbstractGrid, axis: int, spa
 
 def _first(x, axis: int):
     """The first slice of ``x`` along ``axis`` (kept as an axis of length 1)."""
-    return lax.slice_in_dim(x, 0, 1, axis=axis)
+    return _slice(x, 0, 1, axis=axis)
 
 
 def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
@@ -216,7 +242,7 @@ def _face_states(u, grid: AbstractGrid, axis: int, scheme: str):
     n = u.shape[axis]
     if scheme == "weno5":
         up = pad(u, grid, axis, 3)
-        s = [lax.slice_in_dim(up, k, k + n + 1, axis=axis) for k in range(6)]
+        s = [_slice(up, k, k + n + 1, axis=axis) for k in range(6)]
         # Face f sits between cells f-1 and f; s[k] holds cell f - 3 + k.
         left = _weno5z_face(s[0], s[1], s[2], s[3], s[4])
         right = _weno5z_face(s[5], s[4], s[3], s[2], s[1])
