@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -188,70 +186,12 @@ def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_fi
     return trajectory
 
 
-class _StepInterpolation(diffrax.AbstractLocalInterpolation):
-    """Dense output of one stepper step: exactly ``y0`` at ``t0`` and ``y1`` at ``t1`` (the only
-    times a rollout saves, since save points are step indices), linear in between."""
-
-    t0: float
-    t1: float
-    y0: PyTree
-    y1: PyTree
-
-    def evaluate(self, t0, t1=None, left: bool = True):
-        del left
-        if t1 is not None:
-            return jax.tree_util.tree_map(lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1))
-        theta = (t0 - self.t0) / (self.t1 - self.t0)
-        return jax.tree_util.tree_map(
-            lambda a, b: jnp.where(theta >= 1, b, jnp.where(theta <= 0, a, a + theta * (b - a))), self.y0, self.y1
-        )
-
-
-class _StepperSolver(diffrax.AbstractSolver):
-    """A diffrax solver whose one step is one application of the stepper passed as ``args``.
-
-    Time is measured in steps (``dt0=1``); the stepper ignores it. The term is only used by
-    :meth:`func` (the step's increment per unit step, diffrax's initial-step heuristics).
-    """
-
-    term_structure: ClassVar = diffrax.AbstractTerm
-    interpolation_cls: ClassVar = _StepInterpolation
-
-    def order(self, terms):
-        return 1
-
-    def init(self, terms, t0, t1, y0, args):
-        return None
-
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del terms, t0, t1, solver_state, made_jump
-        y1 = args(y0)
-        return y1, None, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
-
-
-def _increment(t, y, stepper):
-    del t
-    return jax.tree_util.tree_map(lambda a, b: a - b, stepper(y), y)
-
-
 @eqx.filter_jit
 def _recursive_rollout(stepper, state, steps: tuple[int, ...], checkpoints: int | None, check_finite: bool):
     """The rollout as a diffrax solve with ``RecursiveCheckpointAdjoint`` (see :func:`rollout`)."""
-    n = steps[-1]
-    if n == 0:
-        trajectory = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], state)
-    else:
-        checkpoints = None if checkpoints is None else min(checkpoints, n)
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_increment), _StepperSolver(), t0=0, t1=n, dt0=1, y0=state, args=stepper,
-            saveat=diffrax.SaveAt(ts=jnp.asarray(steps, dtype=float)),
-            stepsize_controller=diffrax.ConstantStepSize(), max_steps=n,
-            adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints),
-        )
-        trajectory = sol.ys
+    from ._recursive_rollout import recursive_rollout  # diffrax: imported only by runs that use it
+
+    trajectory = recursive_rollout(stepper, state, steps, checkpoints)
     if check_finite:
         trajectory = _error_if_not_finite(trajectory, steps)
     return trajectory
