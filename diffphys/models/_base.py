@@ -9,6 +9,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._validate import check_field, is_concrete
 from ..grid import AbstractGrid, Grid1D, Grid2D
@@ -115,7 +116,7 @@ class AbstractStepper(eqx.Module):
 
 def as_field(name: str, value, grid: AbstractGrid, *, positive=False, nonnegative=False) -> jax.Array:
     """Broadcast a scalar or array parameter to the grid's shape, checking it when concrete."""
-    arr = jnp.asarray(value, dtype=jnp.result_type(float, jnp.asarray(value).dtype))
+    arr = jnp.asarray(value, dtype=jnp.result_type(float, value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype))
     try:
         arr = jnp.broadcast_to(arr, grid.shape)
     except ValueError:
