@@ -36,7 +36,9 @@ def pytest_configure(config):
     folder = None if folder.strip().lower() in _OFF else folder
     # `diffphys run` turns JAX's persistent cache on (in ~/.cache): the tests that call it, in this process or
     # in a subprocess, use the session's folder instead and leave the user's alone; the cache's own tests
-    # (test_cli_cache.py) pass folders of their own.
+    # (test_cli_cache.py) pass folders of their own. The benchmark scripts and notebook kernels the tests
+    # start compile programs no other process compiles: they run without the cache, as before (measured:
+    # no cache hits in bench_steppers --quick, and no run of them got faster with one).
     os.environ["DIFFPHYS_CACHE_DIR"] = folder or "off"
     if folder:  # every program, however fast it compiled (as diffphys._app.cache.enable_cache does)
         jax.config.update("jax_compilation_cache_dir", folder)

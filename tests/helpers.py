@@ -74,15 +74,3 @@ def log_kappa_problem(grid):
     problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, ob.DiffusionB(grid, 0.5, 0.15),
                                        background, control)
     return problem, kappa_true
-
-
-def jax_cache_env() -> dict:
-    """Environment variables that point a child Python process at the test session's persistent compilation
-    cache (tests/conftest.py), every program cached; empty when the session runs without one."""
-    import os
-
-    folder = os.environ.get("DIFFPHYS_TEST_JAX_CACHE", "off")
-    if folder.strip().lower() in ("off", "0", "false", "no", "none", ""):
-        return {}
-    return {"JAX_COMPILATION_CACHE_DIR": folder, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}

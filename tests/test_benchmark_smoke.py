@@ -6,25 +6,20 @@ results and the agreement of diffphys with the benchmark's hand-written referenc
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import jax_cache_env
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_steppers.py"
 
 
-def _run_quick(script: str, out, cached: bool = True) -> str:
-    """Run ``benchmarks/<script> --quick --out <out>``; assert it succeeded; its standard output.
-
-    ``cached``: the script reads and writes the test session's compilation cache (tests/conftest.py)."""
+def _run_quick(script: str, out) -> str:
+    """Run ``benchmarks/<script> --quick --out <out>``; assert it succeeded; its standard output."""
     proc = subprocess.run(
         [sys.executable, str(SCRIPT.parent / script), "--quick", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=SCRIPT.parents[1], check=False,
-        env={**os.environ, **(jax_cache_env() if cached else {})},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -228,8 +223,7 @@ def test_bench_covariance_quick(tmp_path):
 def test_bench_latency_quick(tmp_path):
     """The latency benchmark runs heat1d-sparse in a fresh process: the cold run compiles, the warm run
     compiles nothing (every program is reused), and the Hessian–vector product ratios are written."""
-    # Without the session's cache: the cold run must compile its programs, not read another test's.
-    stdout = _run_quick("bench_latency.py", tmp_path, cached=False)
+    stdout = _run_quick("bench_latency.py", tmp_path)
     assert "| case | process (s) | cold run (s) |" in stdout and "J^T J d (linearised once)" in stdout
     result = json.loads((tmp_path / "latency_quick.json").read_text())
     (row,) = result["cases"]

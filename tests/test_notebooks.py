@@ -4,7 +4,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import jax_cache_env
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -14,8 +13,6 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 def test_notebook_executes(path, monkeypatch, tmp_path):
     monkeypatch.setenv("DIFFPHYS_NB_STEPS", "200")
     monkeypatch.setenv("DIFFPHYS_NB_SMALL", "1")  # coarser grids, fewer iterations
-    for name, value in jax_cache_env().items():  # the kernel shares the session's compilation cache
-        monkeypatch.setenv(name, value)
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
