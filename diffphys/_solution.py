@@ -93,12 +93,19 @@ RESULT_NAMES = ("successful", "max_steps_reached", "nonfinite", "no_decrease", "
 """The names of the :class:`RESULTS` items, as written into summaries."""
 
 
+_NAME_OF_MESSAGE = {RESULTS[getattr(RESULTS, name)]: name for name in RESULT_NAMES}
+assert len(_NAME_OF_MESSAGE) == len(RESULT_NAMES), "RESULTS messages must be distinct"
+
+
 def result_name(result: RESULTS) -> str:
-    """The name of a concrete :class:`RESULTS` item (e.g. ``"max_steps_reached"``)."""
-    for name in RESULT_NAMES:
-        if bool(result == getattr(RESULTS, name)):
-            return name
-    raise ValueError(f"result_name: {result!r} is not a RESULTS item")
+    """The name of a concrete :class:`RESULTS` item (e.g. ``"max_steps_reached"``).
+
+    Looked up on the host through the item's message (``result == RESULTS.x`` on a concrete item
+    would compile a program per comparison).
+    """
+    if not isinstance(result, RESULTS.successful.__class__) or RESULTS[result] not in _NAME_OF_MESSAGE:
+        raise ValueError(f"result_name: {result!r} is not a concrete RESULTS item")
+    return _NAME_OF_MESSAGE[RESULTS[result]]
 
 
 def nonfinite_to_result(value, result: RESULTS) -> RESULTS:

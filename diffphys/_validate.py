@@ -17,6 +17,20 @@ def array_module(*values):
     return np if is_concrete(values) else jnp
 
 
+def device_array(value, dtype=None) -> jax.Array:
+    """``jnp.asarray(value, dtype)``, with any conversion done by NumPy on the host.
+
+    A traced or device array is returned as it is (converted to ``dtype`` if given). For host data
+    (NumPy arrays, lists, scalars), ``jnp.asarray`` compiles a small XLA program per shape ("stage",
+    "convert_element_type") unless the data already has its final, canonical dtype; this gives it that.
+    """
+    if isinstance(value, jax.Array):
+        return value if dtype is None else value.astype(dtype)
+    arr = np.asarray(value, dtype=dtype)
+    canonical = jax.dtypes.canonicalize_dtype(arr.dtype)
+    return jnp.asarray(arr.astype(canonical, copy=False), dtype=canonical)
+
+
 def check_field(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> None:
     """Raise ``ValueError`` if a concrete parameter field is non-finite or of the wrong sign.
 

@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import diffphys as dp
 from diffphys import cases
 from diffphys._app.expression import ExpressionError, evaluate
+from diffphys._compile_monitor import CompileMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ("advection2d-sparse", "heat1d-deblur-tv", "heat1d-sparse", "heat2d-diffusivity", "heat2d-source-l1",
@@ -30,7 +33,11 @@ def test_every_builtin_case_loads_and_builds_at_reduced_size(name):
     assert case.name == name and case.source.name == f"{name}.toml"
     if name in ("heat2d-diffusivity", "heat2d-source-l1"):
         case = cases.load_case(name, ["grid.n=[8, 8]", "observations.stride=2", "observations.offset=1"])
-    problem = cases.build_problem(case)
+    with CompileMonitor() as monitor:
+        problem = cases.build_problem(case)
+    # One XLA program, the twin experiment (none if an earlier test in this process compiled it): the
+    # fields, operators, keys and controls are made on the host, so a first run compiles nothing else.
+    assert monitor.programs <= 1
     assert problem.fourdvar.n_observations > 0 and problem.truth_control is not None
     # Every observation time lies on the model's time grid, the window end too.
     assert problem.schedule.n_steps <= problem.n_steps
@@ -250,3 +257,66 @@ def test_unknown_case_names_and_files():
 def test_invalid_toml(tmp_path):
     with pytest.raises(cases.CaseError, match="is not valid TOML"):
         cases.load_case(_write(tmp_path, "[grid\nn = 3"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1])
+def test_a_cases_prng_key_is_jax_random_key_of_its_seed(seed):
+    from diffphys._app.build import case_key
+
+    key = case_key(seed)
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(seed)))
+    np.testing.assert_array_equal(jax.random.normal(key, (3,)), jax.random.normal(jax.random.key(seed), (3,)))
+
+
+def test_host_side_construction_compiles_no_program():
+    """A run's host-side steps (its PRNG key, models and their fields, observation operators, the solver's
+    default parameters, the 4D-Var control transform and starting increment, a result's name) run in NumPy
+    and move data with ``device_array``; each eager ``jnp`` call would compile a tiny XLA program."""
+    from diffphys._app.build import case_key
+    from diffphys._solution import result_name
+    from diffphys._validate import device_array
+
+    grid1, grid2 = dp.Grid1D(8), dp.Grid2D(6, 4)
+    background = device_array(np.linspace(0.1, 1.0, 8))
+    B = dp.observe.DiagonalR(device_array(np.ones(8)))
+    solver = dp.solvers.GaussNewton()
+    control = dp.assimilate.Parameter("kappa", background, transform="log")
+    with CompileMonitor() as monitor:
+        case_key(7)
+        heat = dp.Heat(grid1, 0.5 + 0.1 * np.sin(np.arange(8.0)))
+        dp.Advection(grid1, 0.3)
+        dp.Advection(grid2, (0.3, np.full(grid2.shape, -0.2)))
+        dp.observe.GridMask(grid2, np.arange(24).reshape(6, 4) % 3 == 0).locations
+        params = solver.default_params(background)
+        start = dp.assimilate._fourdvar._start(background, B)
+        z = control.to_control(heat.kappa)
+        model, _ = control.apply(heat, z)
+        names = [result_name(getattr(dp.RESULTS, name)) for name in ("successful", "nonfinite")]
+        converted = [device_array(v) for v in (np.arange(3), np.ones(2, np.float32), [1.0, 2.0], 2.5, np.ones(2, bool))]
+    assert monitor.programs == 0
+    assert names == ["successful", "nonfinite"]
+    assert float(params.step_length) == solver.step_length and params.log_damping.dtype == jnp.float64
+    np.testing.assert_array_equal(start, np.zeros(8))
+    np.testing.assert_allclose(model.kappa, heat.kappa, rtol=1e-15)
+    np.testing.assert_allclose(z, np.log(np.asarray(heat.kappa)), rtol=1e-15)
+    # device_array gives what jnp.asarray gives: the same values and canonical dtype (float64 here).
+    for value, array in zip((np.arange(3), np.ones(2, np.float32), [1.0, 2.0], 2.5, np.ones(2, bool)), converted):
+        reference = jnp.asarray(value)
+        assert isinstance(array, jax.Array) and array.dtype == reference.dtype
+        np.testing.assert_array_equal(array, reference)
+    assert device_array(background) is background
+
+
+def test_relative_errors_of_a_zero_truth_are_null_not_a_crash():
+    """A case whose true field is zero (a source that misses every cell of a coarse grid) has no relative
+    error: the summary says null (strict JSON) instead of dividing by zero."""
+    from diffphys._app.metrics import prior_metrics
+    from diffphys._app.single import _relative
+
+    grid = dp.Grid2D(8, 8)
+    zero, analysis = np.zeros((8, 8)), np.full((8, 8), 0.01)
+    metrics = prior_metrics("l1", zero, analysis, grid)
+    assert metrics["relative_error"] is None
+    assert prior_metrics("l1", np.ones((8, 8)), analysis, grid)["relative_error"] == pytest.approx(0.99)
+    assert _relative(0.5, zero) is None and _relative(0.5, None) is None
+    assert _relative(0.5, np.full(4, 2.0)) == pytest.approx(0.25)

@@ -101,3 +101,22 @@ def test_b_with_a_standard_deviation_field_and_per_axis_length_scales():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", ["1d-neumann", "2d-mixed"])
+def test_the_dense_square_root_applies_the_same_b(name):
+    """``dense_square_root`` (used by cycled 4D-Var on small states) gives B^1/2 and its transpose to round-off,
+    and leaves B matrix-free above its size limit."""
+    from diffphys.observe._covariance import DenseSqrtCovariance, dense_square_root
+
+    grid = GRIDS[name]
+    B = ob.DiffusionB(grid, 0.7, 0.15)
+    like = jnp.zeros(grid.shape)
+    dense = dense_square_root(B, like)
+    assert isinstance(dense, DenseSqrtCovariance) and dense.S.shape == (like.size, like.size)
+    v = jax.random.normal(jax.random.key(3), grid.shape)
+    np.testing.assert_allclose(dense.sqrt(v), B.sqrt(v), rtol=0, atol=1e-12 * float(jnp.max(jnp.abs(B.sqrt(v)))))
+    np.testing.assert_allclose(dense.sqrt_transpose(v), B.sqrt_transpose(v), rtol=0,
+                               atol=1e-12 * float(jnp.max(jnp.abs(B.sqrt_transpose(v)))))
+    assert dense_square_root(B, like, max_size=like.size - 1) is B
+    assert dense_square_root(dense, like) is dense

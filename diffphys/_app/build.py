@@ -11,13 +11,14 @@ import dataclasses
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .. import io
 from .._rollout import check_finite_on_host, rollout
 from .._time_step import common_spacing
+from .._validate import device_array
 from ..adjoint import Checkpointed, Direct
 from ..assimilate import CycledTwin, InitialState, Parameter, StrongConstraint4DVar, cycled_twin_experiment
 from ..grid import Grid1D, Grid2D
@@ -27,9 +28,20 @@ from .load import Case
 from .registry import MODEL_KINDS, build_prior
 from .schema import CaseError
 
-__all__ = ["CycledProblem", "Problem", "build_cycled_problem", "build_problem"]
+__all__ = ["CycledProblem", "Problem", "build_cycled_problem", "build_problem", "case_key"]
 
 MAX_STEPS = 1_000_000
+
+
+def case_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)`` for a case's seed (0 ≤ seed < 2³², the schema's range), made on the host.
+
+    With the default threefry implementation that key's data is ``[0, seed]``; building it from NumPy
+    spares the two small programs JAX compiles for ``jax.random.key`` (tests compare the two keys).
+    """
+    if jax.config.jax_default_prng_impl != "threefry2x32" or not 0 <= seed < 2**32:
+        return jax.random.key(seed)
+    return jax.random.wrap_key_data(np.array([0, seed], dtype=np.uint32))
 
 
 @dataclasses.dataclass
@@ -246,7 +258,7 @@ def build_problem(case: Case) -> Problem:
             raise CaseError(f"[observations]: {error}") from None
         n_steps = _whole_steps(duration, dt, "[window] duration")
         twin = twin_experiment(
-            truth_model, truth_state, schedule, sigma, jax.random.key(config["seed"]),
+            truth_model, truth_state, schedule, sigma, case_key(config["seed"]),
             background=B if (estimating is None and guess_field is None) else None,
             missing_fraction=obs["missing_fraction"],
         )
@@ -259,17 +271,17 @@ def build_problem(case: Case) -> Problem:
 
     if estimating is None:
         u_b = guess_field if guess_field is not None else _first(twin.background)
-        control_map = (InitialState(template=(jnp.asarray(u_b), jnp.asarray(velocity0)), field=0) if second_order
+        control_map = (InitialState(template=(device_array(u_b), device_array(velocity0)), field=0) if second_order
                        else InitialState())
         truth_control = None if data is not None else u0
-        background_control, z_b = u_b, jnp.asarray(u_b)
+        background_control, z_b = u_b, device_array(u_b)
     else:
         if control["transform"] == "log" and not (guess_field > 0).all():
             raise CaseError("[background] first_guess must be > 0 everywhere to estimate the log of a parameter")
-        known = tuple(map(jnp.asarray, truth_state)) if second_order else jnp.asarray(truth_state)
+        known = tuple(map(device_array, truth_state)) if second_order else device_array(truth_state)
         control_map = Parameter(estimating, known, transform=control["transform"])
         truth_control = None if data is not None else np.asarray(truth_parameters[estimating]).reshape(grid.shape)
-        background_control, z_b = guess_field, control_map.to_control(jnp.asarray(guess_field))
+        background_control, z_b = guess_field, control_map.to_control(device_array(guess_field))
     block = config["solver"]["checkpoint_every"]
     fourdvar = StrongConstraint4DVar(truth_model, schedule, values, DiagonalR(sigma), B, z_b, control_map,
                                      adjoint=Direct() if block is None else Checkpointed(every=block))
@@ -330,19 +342,27 @@ def build_cycled_problem(case: Case) -> CycledProblem:
     u0 = _evaluate(config["truth"]["initial"], grid, "[truth] initial")
     spin_up_steps = _whole_steps(config["truth"]["spin_up"], dt, "[truth] spin_up")
     shift = _whole_steps(shift_time, dt, "[cycling] shift" if cycling["shift"] is not None else "[window] duration")
-    x0 = jnp.asarray(u0)
+    x0 = device_array(u0)
     if spin_up_steps:  # checked on the host: the program stays cacheable (no host callback)
         x0 = rollout(model, x0, spin_up_steps, check_finite=False)
         check_finite_on_host(x0, (spin_up_steps,), "[truth] spin_up")
-        x0 = x0[-1]
-    k_twin, k_background = jax.random.split(jax.random.key(config["seed"]))
+        x0 = device_array(np.asarray(x0)[-1])
+    k_twin, drawn_background = _split_and_draw(case_key(config["seed"]), x0, B)
     try:
         twin = cycled_twin_experiment(model, x0, schedule, cycling["cycles"], sigma, k_twin,
                                       shift=shift)
     except ValueError as error:
         raise CaseError(f"[cycling]: {error}") from None
     first_guess = config["background"]["first_guess"]
-    background = (jnp.asarray(_evaluate(first_guess, grid, "[background] first_guess")) if first_guess is not None
-                  else x0 + B.sample(k_background, x0))
+    background = (device_array(_evaluate(first_guess, grid, "[background] first_guess")) if first_guess is not None
+                  else drawn_background)
     return CycledProblem(case, model, schedule, twin, DiagonalR(sigma), B, background, shift,
                          cycling["spin_up"])
+
+
+@eqx.filter_jit
+def _split_and_draw(key, x0, B):
+    r"""The cycled twin's key and a first background $x_0 + B^{1/2}\xi$ from the case's second key, as one
+    program (run eagerly, the split and the draw would compile seven small ones)."""
+    k_twin, k_background = jax.random.split(key)
+    return k_twin, x0 + B.sample(k_background, x0)

@@ -33,8 +33,8 @@ def cache_dir(environ=None) -> Path | None:
 def enable_cache(folder: Path | None) -> Path | None:
     """Point JAX's persistent compilation cache at ``folder`` (``None``: leave it off); return the folder used.
 
-    Every program is cached however fast it compiled: a run compiles a few dozen small programs
-    whose compile times add up.
+    Every program is cached however fast it compiled (JAX's default keeps only programs that took a
+    second or more to compile).
     """
     if folder is None:
         return None

@@ -50,10 +50,10 @@ class CycledRun:
         solver = config["solver"]
         mode = Converged(rtol=solver["gtol"], max_steps=solver["max_iterations"])
         every = max(1, n_cycles // 10)
-        errors = []
+        errors, truth_end = [], np.asarray(problem.twin.truth_end)  # on the host: indexing on the device compiles
 
         def report(k, record):
-            errors.append(float(np.sqrt(np.mean((record["filter_analysis"] - np.asarray(problem.twin.truth_end[k])) ** 2))))
+            errors.append(float(np.sqrt(np.mean((record["filter_analysis"] - truth_end[k]) ** 2))))
             if (k + 1) % every == 0 or k + 1 == n_cycles:
                 recent = np.mean(errors[max(problem.spin_up, k + 1 - every):]) if k + 1 > problem.spin_up else errors[-1]
                 say(f"  window {k + 1:5d}/{n_cycles}   analysis rmse {errors[-1]:.3f} (mean of the last {every}: "

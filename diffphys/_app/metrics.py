@@ -45,9 +45,10 @@ def edge_metrics(truth, analysis, spacing: float, fraction: float = 0.2) -> dict
 
 
 def prior_metrics(kind: str, truth, analysis, grid) -> dict:
-    """The metrics of ``kind``'s prior, plus the relative error ‖a − t‖/‖t‖."""
+    """The metrics of ``kind``'s prior, plus the relative error ‖a − t‖/‖t‖ (``None`` for a zero truth)."""
     truth, analysis = np.asarray(truth), np.asarray(analysis)
-    metrics = {"relative_error": float(np.linalg.norm(analysis - truth) / np.linalg.norm(truth))}
+    scale = float(np.linalg.norm(truth))
+    metrics = {"relative_error": float(np.linalg.norm(analysis - truth)) / scale if scale > 0 else None}
     if kind in ("l1", "elastic_net"):
         metrics["support"] = support_metrics(truth, analysis)
     elif kind == "tv" and grid.ndim == 1:

@@ -8,9 +8,10 @@ import numpy as np
 
 from .. import io
 from .._rollout import check_finite_on_host, rollout
+from .._validate import device_array
 from ..assimilate import posterior
 from ..solvers import Composite, Converged, Solution, iterate
-from .build import Problem, build_problem
+from .build import Problem, build_problem, case_key
 from .load import Case
 from .metrics import prior_metrics
 from .registry import SOLVER_METHODS
@@ -35,6 +36,12 @@ SINGLE_OUTPUTS = {
 
 def _rms(a) -> float:
     return float(np.sqrt(np.mean(np.square(np.asarray(a)))))
+
+
+def _relative(rmse: float | None, truth) -> float | None:
+    """``rmse`` relative to the truth's RMS; ``None`` (JSON null) without a truth or for a truth that is zero."""
+    scale = None if truth is None else _rms(truth)
+    return None if not scale else rmse / scale
 
 
 def _first_field(state):
@@ -92,7 +99,7 @@ def _uncertainty(fourdvar, v, rank: int, seed: int):
     """
     controls = int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(v)))
     exact = min(fourdvar.n_observations, controls) <= 4 * (rank + 10)
-    post = posterior(fourdvar, v) if exact else posterior(fourdvar, v, rank=rank, key=jax.random.key(seed))
+    post = posterior(fourdvar, v) if exact else posterior(fourdvar, v, rank=rank, key=case_key(seed))
     method = {"method": "exact" if exact else "randomized", "rank": int(post.eigenvalues.size),
               "readings": fourdvar.n_observations, "controls": controls}
     return np.asarray(post.std()), method
@@ -164,18 +171,18 @@ class SingleWindowRun:
             say(f"  iteration {i:4d}   cost {costs[i]:.6e}   {label} {measures[i]:.3e}")
         if solution.outcome == "nonfinite":
             _refuse_nonfinite(np.asarray(costs), solver)
-        if estimating is not None:  # the solve traces the parameter; check the final one, concrete, before reporting it
-            try:  # (an estimate past the scheme's stability limit at dt, RESULTS.unstable_model, fails here too)
-                fourdvar.model_for(v)
-            except ValueError as error:
-                raise CaseError(f"[control] parameter {estimating}: the analysis is not a valid model, so it is not "
-                                f"reported: {error}") from None
         # Trajectories over the window at a few snapshots (the observed field of a tuple state).
         steps = tuple(int(s) for s in np.unique(np.rint(np.linspace(0, problem.n_steps, config["output"]["snapshots"]))))
         truth = None if problem.truth_model is None else (problem.truth_model, problem.truth_state)
         analysis_control, states, equivalents = jax.tree_util.tree_map(
             np.asarray, _window_outputs(fourdvar, v, truth, problem.n_steps, steps, estimating)
         )
+        if estimating is not None:  # the solve traces the parameter; check the final one, concrete, before reporting it
+            try:  # (an estimate past the scheme's stability limit at dt, RESULTS.unstable_model, fails here too)
+                fourdvar.control_map.with_value(fourdvar.model, device_array(analysis_control))
+            except ValueError as error:
+                raise CaseError(f"[control] parameter {estimating}: the analysis is not a valid model, so it is not "
+                                f"reported: {error}") from None
         for name, field in states.items():
             check_finite_on_host(field, steps, f"the {name} run")
         analysis_control = analysis_control.reshape(problem.grid.shape)
@@ -239,8 +246,8 @@ class SingleWindowRun:
                 "analysis": _stats(self.analysis_control),
                 "rmse_background": rmse_b,
                 "rmse_analysis": rmse_a,
-                "relative_error_background": None if truth_control is None else rmse_b / _rms(truth_control),
-                "relative_error_analysis": None if truth_control is None else rmse_a / _rms(truth_control),
+                "relative_error_background": _relative(rmse_b, truth_control),
+                "relative_error_analysis": _relative(rmse_a, truth_control),
             }
         return summary
 

@@ -33,8 +33,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._rollout import check_finite_on_host, rollout
-from .._validate import is_concrete
+from .._validate import device_array, is_concrete
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
+from ..observe._covariance import dense_square_root
 from ._fourdvar import StrongConstraint4DVar
 from .._solution import RESULT_NAMES, RESULTS
 from ..solvers import Converged, GaussNewton
@@ -109,7 +110,7 @@ def cycled_twin_experiment(model, truth, schedule: ObservationSchedule, n_cycles
     sigma = schedule.per_observation(noise_sigma, f"{name}: noise_sigma")
     if not (np.isfinite(sigma).all() and (sigma > 0).all()):
         raise ValueError(f"{name}: noise_sigma must be > 0 everywhere, got {float(np.min(sigma)):g}")
-    sigma = jnp.asarray(sigma)
+    sigma = device_array(sigma)
     truth = jnp.asarray(truth, dtype=jnp.result_type(float))
     model.check_state(truth)
     n_steps = (n_cycles - 1) * shift + length
@@ -208,35 +209,6 @@ def _window(model, schedule, R, B, solver, mode, shift, background, observations
     return row, next_background
 
 
-_DENSE_B = 256  # states up to this size apply B through its dense square root
-
-
-class _DenseSqrtCovariance(AbstractCovariance):
-    r"""A covariance applied through its dense square root $S$ ($S v$, $S^\top w$): the same $B$ to round-off.
-
-    On a small state one matrix–vector product costs less than a matrix-free $B^{1/2}$ (two FFTs
-    and their transposes for :class:`~diffphys.observe.DiffusionB`) and compiles to one kernel,
-    which counts in the tangent-linear and adjoint runs of every CG iteration.
-    """
-
-    S: Float[Array, "n n"]
-
-    def sqrt(self, v):
-        return jnp.reshape(self.S @ jnp.reshape(v, -1), jnp.shape(v))
-
-    def sqrt_transpose(self, w):
-        return jnp.reshape(self.S.T @ jnp.reshape(w, -1), jnp.shape(w))
-
-
-def _dense_sqrt(B: AbstractCovariance, like) -> AbstractCovariance:
-    """``B`` with its square root formed column by column (``B.sqrt`` of the unit vectors) on small states."""
-    shape, n = jnp.shape(like), int(np.prod(jnp.shape(like)))
-    if n > _DENSE_B or isinstance(B, _DenseSqrtCovariance):
-        return B
-    columns = jax.vmap(lambda e: jnp.reshape(B.sqrt(jnp.reshape(e, shape)), -1))(jnp.eye(n, dtype=jnp.result_type(like)))
-    return _DenseSqrtCovariance(columns.T)
-
-
 @eqx.filter_jit
 def _cycle(model, schedule, R, B, solver, mode, shift, background, observations, start, stop, rows):
     """Windows ``start, ..., stop - 1`` one after another, each writing its row of ``rows``.
@@ -245,7 +217,7 @@ def _cycle(model, schedule, R, B, solver, mode, shift, background, observations,
     once for all windows, or once per stretch between progress reports, and never once per window.
     """
 
-    B = _dense_sqrt(B, background)
+    B = dense_square_root(B, background)  # one matrix-vector product per B^1/2 on small states
 
     def body(k, carry):
         x_b, rows = carry
@@ -305,7 +277,8 @@ def cycled_4dvar(
         )
     if not isinstance(R, DiagonalR):
         raise TypeError(f"{name}: R must be a DiagonalR, got {type(R).__name__}")
-    R_window = DiagonalR(R.sigma * math.sqrt(length // shift))
+    R_window = DiagonalR(R.sigma * math.sqrt(length // shift) if not is_concrete(R.sigma)
+                         else device_array(np.asarray(R.sigma) * math.sqrt(length // shift)))
     x_b = jnp.asarray(background, dtype=jnp.result_type(float))
     model.check_state(x_b)
     n_cycles = y.shape[0]

@@ -26,7 +26,7 @@ from jaxtyping import Array, Bool, Float
 from .._misc import tree_ravel
 from .._rollout import rollout
 from .._types import PyTree
-from .._validate import array_module, is_concrete
+from .._validate import array_module, device_array, is_concrete
 from ..adjoint import AbstractAdjoint, Direct, check_loop_adjoint
 from ..models import AbstractStepper
 from ..observe import AbstractCovariance, DiagonalR, ObservationSchedule
@@ -69,10 +69,20 @@ class InitialState(AbstractControl):
         return value[self.field] if isinstance(value, tuple) else value
 
 
-_TRANSFORMS = {
-    "identity": (lambda z: z, lambda p: p),
-    "log": (jnp.exp, jnp.log),
+_TRANSFORMS = {  # name: (control -> parameter, parameter -> control), as names of NumPy / jax.numpy functions
+    "identity": ("asarray", "asarray"),
+    "log": ("exp", "log"),
 }
+
+
+def _transformed(function: str, value, shape=None):
+    """``function`` (a name in ``_TRANSFORMS``) of ``value``, reshaped to ``shape``; by NumPy on a concrete value,
+    so that building or checking a problem on the host compiles no program."""
+    if is_concrete(value):
+        result = getattr(np, function)(np.asarray(value))
+        return device_array(result if shape is None else result.reshape(shape))
+    result = getattr(jnp, function)(value)
+    return result if shape is None else result.reshape(shape)
 
 
 class Parameter(AbstractControl):
@@ -96,11 +106,19 @@ class Parameter(AbstractControl):
             raise ValueError(f"Parameter: unknown transform {self.transform!r}; valid are {sorted(_TRANSFORMS)}")
 
     def apply(self, model, z):
+        self._check_field_of(model)
+        return self.with_value(model, _transformed(_TRANSFORMS[self.transform][0], z, getattr(model, self.name).shape))
+
+    def _check_field_of(self, model) -> None:
         if not hasattr(model, self.name) or not eqx.is_inexact_array(getattr(model, self.name)):
             fields = [f for f in model.__dataclass_fields__ if eqx.is_inexact_array(getattr(model, f))]
             raise ValueError(f"Parameter: {type(model).__name__} has no parameter field {self.name!r}; valid are {fields}")
-        value = _TRANSFORMS[self.transform][0](z)
-        model = eqx.tree_at(lambda m: getattr(m, self.name), model, value.reshape(getattr(model, self.name).shape))
+
+    def with_value(self, model, value):
+        """``(model, initial_state)`` with the parameter field set to the physical ``value`` $p$ (shaped like
+        the field), checked as the model's constructor would when ``value`` is concrete."""
+        self._check_field_of(model)
+        model = eqx.tree_at(lambda m: getattr(m, self.name), model, value)
         if is_concrete(value) and isinstance(model, AbstractStepper):
             # tree_at skips the model's construction checks; run them on a concrete value (a traced one, inside
             # the solve, cannot be checked: callers check the final analysis, e.g. through model_for).
@@ -113,7 +131,7 @@ class Parameter(AbstractControl):
         return model, self.initial_state
 
     def to_control(self, value):
-        return _TRANSFORMS[self.transform][1](jnp.asarray(value))
+        return _transformed(_TRANSFORMS[self.transform][1], value)
 
 
 class Joint(AbstractControl):
@@ -357,7 +375,11 @@ def _field(background, B, v):
 
 
 def _start(background, B):
-    return background if B is None else jax.tree_util.tree_map(jnp.zeros_like, background)
+    if B is None:
+        return background
+    if is_concrete(background):  # from host zeros: jnp.zeros_like would compile two small programs
+        return jax.tree_util.tree_map(lambda b: device_array(np.zeros(np.shape(b), b.dtype)), background)
+    return jax.tree_util.tree_map(jnp.zeros_like, background)
 
 
 def whitened_innovation(problem, trajectory) -> Float[Array, " N"]:

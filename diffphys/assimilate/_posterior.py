@@ -166,7 +166,7 @@ def posterior(
     if not all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree_util.tree_leaves(analysis)):
         raise ValueError(f"{name}: the analysis has non-finite values; there is no posterior around it")
     batch_size = check_int(f"{name}: batch_size", batch_size)
-    n = ravel_pytree(analysis)[0].size
+    n = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(analysis))
     if rank is None:
         present = np.flatnonzero(np.asarray(problem.mask))
         values, vectors = _exact_spectrum(problem, analysis, present, batch_size)
@@ -237,7 +237,7 @@ def _dense_jacobian(problem, analysis, present, batch_size):
     lays out a DCT's input (DiffusionB) in an order its FFT kernel rejects.
     """
     tangent, adjoint = _linearised_observations(problem, analysis)
-    n = ravel_pytree(analysis)[0].size
+    n = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(analysis))
     if present.size <= n:  # J_o's present rows, one adjoint run each (the missing rows are zero)
         rows = jnp.zeros((problem.mask.size, present.size)).at[present, jnp.arange(present.size)].set(1.0)
         return _columns(adjoint, rows, batch_size).T
@@ -253,7 +253,7 @@ def _apply(problem, analysis, inputs, transpose, batch_size):
 
 def _randomized_spectrum(problem, analysis, key, width, power_iterations, batch_size):
     """Halko et al. (2011) Algorithm 4.4 (subspace iteration) then 5.1 (SVD of $Q^\\top J_o$)."""
-    n = ravel_pytree(analysis)[0].size
+    n = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(analysis))
     probes = jax.random.normal(key, (n, width))
     basis = _orthonormal_basis(_apply(problem, analysis, probes, False, batch_size))
     for _ in range(power_iterations):

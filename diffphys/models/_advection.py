@@ -5,10 +5,11 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._stencil import ADVECTION_SCHEMES, div_flux_advective
-from .._validate import array_module, check_field
+from .._validate import array_module, check_field, device_array
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
 from ..schemes import AbstractScheme, time_scheme
@@ -93,25 +94,29 @@ def advective_tendency(u, velocity, grid: AbstractGrid, reconstruction: str):
 def advective_rate(velocity, grid: AbstractGrid):
     r"""$\sum_a \max|v_a| / h_a$, the advective spectral radius scale for the CFL condition."""
     xp = array_module(velocity)
-    return sum(xp.max(xp.abs(xp.asarray(velocity[a]))) / h for a, h in enumerate(grid.spacing))
+    velocity = xp.asarray(velocity)  # indexed after conversion: indexing a device array compiles a program
+    return sum(xp.max(xp.abs(velocity[a])) / h for a, h in enumerate(grid.spacing))
 
 
 def _velocity_field(velocity, grid: AbstractGrid):
     """Velocity as an array of shape ``(ndim, *grid.shape)``."""
+    xp = array_module(velocity)  # NumPy for a concrete velocity: no compiled program at construction
     if grid.ndim == 1:
-        arr = jnp.asarray(velocity)
+        arr = xp.asarray(velocity)
         if arr.ndim == 2 and arr.shape[0] == 1:
             arr = arr[0]
-        return as_field("Advection: velocity", arr, grid)[None]
+        field = as_field("Advection: velocity", arr, grid)
+        return device_array(np.asarray(field)[None]) if xp is np else field[None]
     if isinstance(velocity, (tuple, list)):
         if len(velocity) != 2:
             raise ValueError(f"Advection: a 2D velocity needs two components (vx, vy), got {len(velocity)}")
-        return jnp.stack([as_field(f"Advection: velocity[{a}]", v, grid) for a, v in enumerate(velocity)])
-    arr = jnp.asarray(velocity, dtype=jnp.result_type(float, jnp.asarray(velocity).dtype))
+        components = [as_field(f"Advection: velocity[{a}]", v, grid) for a, v in enumerate(velocity)]
+        return device_array(np.stack(components)) if xp is np else jnp.stack(components)
+    arr = xp.asarray(velocity, dtype=jnp.result_type(float, xp.asarray(velocity).dtype))
     if arr.shape != (2, *grid.shape):
         raise ValueError(
             f"Advection: a 2D velocity must be a pair (vx, vy) or an array of shape {(2, *grid.shape)}, "
             f"got shape {arr.shape}"
         )
     check_field("Advection: velocity", arr)
-    return arr
+    return device_array(arr)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validate import check_field, is_concrete
+from .._validate import array_module, check_field, device_array, is_concrete
 from ..grid import AbstractGrid, Grid1D, Grid2D
 from ..schemes import AbstractScheme, scheme_registry
 
@@ -116,16 +116,18 @@ class AbstractStepper(eqx.Module):
 
 def as_field(name: str, value, grid: AbstractGrid, *, positive=False, nonnegative=False) -> jax.Array:
     """Broadcast a scalar or array parameter to the grid's shape, checking it when concrete."""
-    arr = jnp.asarray(value, dtype=jnp.result_type(float, value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype))
+    dtype = jnp.result_type(float, value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype)
+    xp = array_module(value)  # NumPy for a concrete value: no compiled program at construction
+    arr = xp.asarray(value, dtype=dtype)
     try:
-        arr = jnp.broadcast_to(arr, grid.shape)
+        arr = xp.broadcast_to(arr, grid.shape)
     except ValueError:
         raise ValueError(
             f"{name} has shape {arr.shape}, which does not broadcast to the grid's shape {grid.shape}; "
             "pass a scalar or an array of the grid's shape"
         ) from None
     check_field(name, arr, positive=positive, nonnegative=nonnegative)
-    return arr
+    return device_array(arr)
 
 
 def check_grid(name: str, grid) -> None:

@@ -238,3 +238,33 @@ class DiffusionB(AbstractCovariance):
     def variance(self) -> Float[Array, "*grid"]:
         """The variance at each cell, σ² (exact)."""
         return self.sigma**2
+
+
+DENSE_SQRT_MAX_SIZE = 256  # states up to this size may apply B through its dense square root
+
+
+class DenseSqrtCovariance(AbstractCovariance):
+    r"""A covariance applied through its dense square root $S$ ($S v$, $S^\top w$): the same $B$ to round-off.
+
+    On a small state one matrix–vector product costs less than a matrix-free $B^{1/2}$ (two FFTs
+    and their transposes for :class:`DiffusionB`) and compiles to one kernel, which counts in the
+    tangent-linear and adjoint runs of every CG iteration. Made by :func:`dense_square_root`.
+    """
+
+    S: Float[Array, "n n"]
+
+    def sqrt(self, v):
+        return jnp.reshape(self.S @ jnp.reshape(v, -1), jnp.shape(v))
+
+    def sqrt_transpose(self, w):
+        return jnp.reshape(self.S.T @ jnp.reshape(w, -1), jnp.shape(w))
+
+
+def dense_square_root(B: AbstractCovariance, like, max_size: int = DENSE_SQRT_MAX_SIZE) -> AbstractCovariance:
+    """``B`` as a :class:`DenseSqrtCovariance` (its square root formed column by column, ``B.sqrt`` of the
+    unit vectors) on states shaped like ``like`` of at most ``max_size`` values; else ``B`` itself."""
+    shape, n = jnp.shape(like), int(np.prod(jnp.shape(like)))
+    if n > max_size or isinstance(B, DenseSqrtCovariance):
+        return B
+    columns = jax.vmap(lambda e: jnp.reshape(B.sqrt(jnp.reshape(e, shape)), -1))(jnp.eye(n, dtype=jnp.result_type(like)))
+    return DenseSqrtCovariance(columns.T)

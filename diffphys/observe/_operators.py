@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._validate import device_array
 from ..grid import AbstractGrid, Grid1D, Grid2D, Periodic
 
 __all__ = [
@@ -261,9 +262,9 @@ class FootprintAverage(AbstractSparseObservation):
         order = np.argsort(~inside, axis=1, kind="stable")[:, :k]
         valid = np.take_along_axis(inside, order, axis=1)
         self.grid = grid
-        self.indices = jnp.asarray(np.where(valid, order, 0))
-        self.weights = jnp.asarray(np.where(valid, 1.0 / counts[:, None], 0.0))
-        self.centres = jnp.asarray(pts)
+        self.indices = device_array(np.where(valid, order, 0))
+        self.weights = device_array(np.where(valid, 1.0 / counts[:, None], 0.0))
+        self.centres = device_array(pts)
         self.radius = float(radius)
 
     @property
@@ -301,12 +302,12 @@ class GridMask(AbstractSparseObservation):
         if not mask.any():
             raise ValueError("GridMask: the mask observes no cell; set at least one entry to True")
         self.grid = grid
-        self.indices = jnp.asarray(np.flatnonzero(mask.ravel())[:, None])
-        self.weights = jnp.ones((int(mask.sum()), 1))
+        self.indices = device_array(np.flatnonzero(mask.ravel())[:, None])
+        self.weights = device_array(np.ones((int(mask.sum()), 1)))
 
     @property
     def locations(self) -> np.ndarray:
-        flat = np.asarray(self.indices[:, 0])
+        flat = np.asarray(self.indices)[:, 0]
         return np.stack([np.asarray(c).ravel()[flat] for c in self.grid.coordinates], 1)
 
     @property

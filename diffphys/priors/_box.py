@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._validate import is_concrete
+from .._validate import device_array, is_concrete
 from ._base import AbstractPrior
 from ._checks import check_entrywise_shape
 
@@ -26,7 +26,7 @@ def _bound(name: str, value) -> Float[Array, "..."]:
         b = np.asarray(value)
         if not np.issubdtype(b.dtype, np.number) or np.issubdtype(b.dtype, np.complexfloating) or np.any(np.isnan(b)):
             raise ValueError(f"Box: {name} must be a real number or array (+-inf allowed, NaN not), got {value!r}")
-    return jnp.asarray(value, dtype=float)
+    return device_array(value, dtype=float)
 
 
 class Box(AbstractPrior):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._validate import is_concrete
+from .._validate import device_array, is_concrete
 
 
 def nonnegative_weight(owner: str, name: str, value: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
@@ -24,7 +24,7 @@ def nonnegative_weight(owner: str, name: str, value: Float[ArrayLike, "..."]) ->
             or np.any(w < 0)
         ):
             raise ValueError(f"{owner}: {name} must be finite and >= 0, got {value!r}")
-    return jnp.asarray(value, dtype=float)
+    return device_array(value, dtype=float)
 
 
 def check_entrywise_shape(owner: str, name: str, value: Array, x) -> None:

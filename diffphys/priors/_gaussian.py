@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._linear_solve import LinearSolver, solve_linear
-from .._validate import check_field
+from .._validate import check_field, device_array
 from ..observe._covariance import AbstractCovariance
 from ._base import AbstractPrior
 from ._checks import check_entrywise_shape
@@ -74,7 +74,7 @@ class Gaussian(AbstractPrior):
         if not isinstance(linear_solver, LinearSolver):
             raise TypeError(f"Gaussian: linear_solver must be a diffphys LinearSolver, got {type(linear_solver).__name__}")
         try:
-            m = jnp.asarray(mean, dtype=float)
+            m = device_array(mean, dtype=float)
         except (TypeError, ValueError):
             raise TypeError(f"Gaussian: mean must be a real number or array, got {mean!r}") from None
         check_field("Gaussian: mean", m)

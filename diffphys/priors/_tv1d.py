@@ -51,6 +51,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from .._types import Scalar
+from .._validate import device_array
 from ._base import AbstractAnalysisPrior
 
 __all__ = ["TV1D", "tv1d_prox"]
@@ -192,7 +193,7 @@ class TV1D(AbstractAnalysisPrior):
 
     def __init__(self, weight: Scalar):
         _check_weight("TV1D", weight)
-        self.weight = jnp.asarray(weight, dtype=float)
+        self.weight = device_array(weight, dtype=float)
 
     def check_control(self, x) -> None:
         super().check_control(x)

@@ -55,6 +55,7 @@ from .._linear_solve import LinearSolver
 from .._misc import stop_gradient
 from .._solution import RESULTS, Solution
 from .._types import Scalar
+from .._validate import device_array
 from ._base import AbstractAnalysisPrior
 from ._tv1d import _check_weight
 
@@ -132,7 +133,7 @@ class TV2D(AbstractAnalysisPrior):
         throw: bool = True,
     ):
         _check_weight("TV2D", weight)
-        self.weight = jnp.asarray(weight, dtype=float)
+        self.weight = device_array(weight, dtype=float)
         self.isotropic = isotropic
         self.tolerance = tolerance
         self.max_steps = max_steps

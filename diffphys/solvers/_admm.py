@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from .._linear_solve import LinearSolver, solve_linear
 from .._misc import check_number, tree_squared_norm
 from .._solution import RESULTS
+from .._validate import device_array
 from ..priors import Sum
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
@@ -135,7 +136,7 @@ class ADMM(AbstractIterativeSolver):
 
     def default_params(self, x0) -> ADMMStep:
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(x0), float)
-        return ADMMStep(penalty_scale=jnp.asarray(1.0, dtype), weight_scale=jnp.asarray(1.0, dtype))
+        return ADMMStep(penalty_scale=device_array(1.0, dtype), weight_scale=device_array(1.0, dtype))
 
     def check_problem(self, problem, x0) -> None:
         if problem.prior() is None:

@@ -67,6 +67,7 @@ import numpy as np
 
 from .._misc import check_number
 from .._solution import RESULTS
+from .._validate import device_array
 from ..priors import L1, soft_threshold
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
@@ -178,7 +179,7 @@ class AMP(AbstractIterativeSolver):
     # -- the iteration ---------------------------------------------------------------------------
 
     def default_params(self, x0):
-        return jnp.asarray(self.alpha, jnp.result_type(x0))
+        return device_array(self.alpha, jnp.result_type(x0))
 
     def _cost(self, smooth, prior, x):
         r = smooth.data - smooth.matvec(x)

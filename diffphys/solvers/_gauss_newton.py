@@ -46,6 +46,7 @@ from jax.flatten_util import ravel_pytree
 from .._linear_solve import LinearSolver, solve_linear
 from .._misc import check_number, half_squared_norm
 from .._solution import RESULTS
+from .._validate import device_array
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
 
@@ -174,8 +175,8 @@ class GaussNewton(AbstractIterativeSolver):
 
     def default_params(self, x0) -> DampedStep:
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(x0))
-        log_damping = jnp.asarray(math.log(max(self.damping, 1e-300)), dtype)
-        return DampedStep(log_damping, jnp.asarray(self.step_length, dtype))
+        log_damping = math.log(max(self.damping, 1e-300))
+        return DampedStep(device_array(log_damping, dtype), device_array(self.step_length, dtype))
 
     def init(self, problem, x0, params) -> _State:
         x_flat = ravel_pytree(x0)[0]

@@ -22,6 +22,7 @@ import optax
 
 from .._misc import check_int, check_number, tree_squared_norm
 from .._solution import RESULTS
+from .._validate import device_array
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
 
@@ -47,7 +48,7 @@ class AbstractOptaxSolver(AbstractIterativeSolver):
 
     def default_params(self, x0):
         # A multiplier of the update: learnable per layer when unrolled.
-        return jnp.asarray(1.0, jnp.result_type(*jax.tree_util.tree_leaves(x0)))
+        return device_array(1.0, jnp.result_type(*jax.tree_util.tree_leaves(x0)))
 
     def init(self, problem, x0, params) -> _State:
         cost, gradient = jax.value_and_grad(problem.cost)(x0)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from .._misc import check_int, check_number, tree_squared_norm
 from .._solution import RESULTS
+from .._validate import device_array
 from ..priors import AbstractAnalysisPrior, Sum
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
@@ -128,7 +129,7 @@ class PDHG(AbstractIterativeSolver):
             )
 
     def default_params(self, x0) -> PrimalDualStep:
-        one = jnp.asarray(1.0, jnp.result_type(*jax.tree_util.tree_leaves(x0), float))
+        one = device_array(1.0, jnp.result_type(*jax.tree_util.tree_leaves(x0), float))
         return PrimalDualStep(primal_scale=one, dual_scale=one, weight_scale=one)
 
     def _steps(self, problem, x0, analysis):

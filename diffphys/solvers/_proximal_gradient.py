@@ -41,6 +41,7 @@ from jax import lax
 
 from .._misc import check_int, check_number, stop_gradient, tree_dot, tree_squared_norm
 from .._solution import RESULTS
+from .._validate import device_array
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
 from ._problem import AbstractProblem
@@ -157,7 +158,7 @@ class _AbstractProximalGradient(AbstractIterativeSolver):
 
     def default_params(self, x0) -> ProximalStep:
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(x0), float)
-        return ProximalStep(step_scale=jnp.asarray(1.0, dtype), weight_scale=jnp.asarray(1.0, dtype))
+        return ProximalStep(step_scale=device_array(1.0, dtype), weight_scale=device_array(1.0, dtype))
 
     def check_problem(self, problem, x0) -> None:
         prior = problem.prior()
