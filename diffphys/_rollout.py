@@ -150,19 +150,10 @@ def _advance(step: Callable, state, n: int, every: int | None):
     return state
 
 
+_MAX_SCAN_RUNS = 2
+"""Save intervals in more runs of equal length than this are stepped by one scan when it fits (below)."""
 _MAX_KEPT_STATES = 2**18
-"""The scan that keeps every state (below) keeps at most this many numbers (2 MB in float64, so they stay in cache)."""
-
-
-def _one_loop(runs) -> bool:
-    """Whether the rollout as one scan per run of equal save intervals (``runs`` = ``[(gap, count), ...]``) is one loop.
-
-    A run is a scan over its ``count`` saves of a scan over the ``gap`` steps between two saves,
-    with a copy of the stepper; XLA removes the loops of one trip. So the scans are one loop when a
-    single run advances (``gap > 0``) and it saves every step or only once.
-    """
-    moving = [(gap, count) for gap, count in runs if gap > 0]
-    return len(moving) <= 1 and all(gap == 1 or count == 1 for gap, count in moving)
+"""That scan keeps every state: at most this many numbers (2 MB in float64, so they stay in cache)."""
 
 
 def _scan_keeping_every_state(step: Callable, state, steps: tuple[int, ...]):
@@ -177,12 +168,10 @@ def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_fi
     gaps = np.diff((0,) + steps)
     runs = [(int(gap), len(list(run))) for gap, run in itertools.groupby(gaps)]
     size = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))
-    if every is None and not _one_loop(runs) and steps[-1] * size <= _MAX_KEPT_STATES:
+    if every is None and len(runs) > _MAX_SCAN_RUNS and steps[-1] * size <= _MAX_KEPT_STATES:
         # Each run of equal save intervals below is a scan of its own, a separately compiled copy of
-        # the stepper, so irregular save steps would multiply the program by the number of runs; and
-        # even regular ones are two nested loops (the saves, the steps between two saves), each
-        # compiled again in every tangent-linear and adjoint copy of the rollout a solver holds. One
-        # scan keeps every state instead, one loop; reverse mode keeps as many anyway (as its residuals).
+        # the stepper, so irregular save steps would multiply the program by the number of runs. One
+        # scan keeps every state instead; reverse mode keeps as many anyway (as its residuals).
         trajectory = _scan_keeping_every_state(stepper, state, steps)
     else:
         outputs = []
