@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from .._misc import check_int, check_number, tree_squared_norm
 from .._solution import RESULTS
@@ -35,6 +36,7 @@ class _State(eqx.Module):
     cost: jax.Array
     gradient: Any
     gradient_norm0: jax.Array
+    fresh: jax.Array  # x not evaluated yet: the next step only evaluates it (see LBFGS)
 
 
 class AbstractOptaxSolver(AbstractIterativeSolver):
@@ -52,7 +54,8 @@ class AbstractOptaxSolver(AbstractIterativeSolver):
 
     def init(self, problem, x0, params) -> _State:
         cost, gradient = jax.value_and_grad(problem.cost)(x0)
-        return _State(x0, self.optimizer().init(x0), cost, gradient, jnp.sqrt(tree_squared_norm(gradient)))
+        return _State(x0, self.optimizer().init(x0), cost, gradient, jnp.sqrt(tree_squared_norm(gradient)),
+                      jnp.asarray(False))
 
     def terminate(self, problem, state: _State, mode: Converged):
         gnorm = jnp.sqrt(tree_squared_norm(state.gradient))
@@ -93,14 +96,29 @@ class LBFGS(AbstractOptaxSolver):
     def optimizer(self):
         return optax.lbfgs(memory_size=self.memory_size)
 
+    @property
+    def deferred_init(self) -> bool:
+        return True
+
+    def init(self, problem, x0, params) -> _State:
+        # Not evaluated here: the first step evaluates x0 (see the class docstring).
+        gradient = jax.tree_util.tree_map(jnp.zeros_like, x0)
+        cost = jnp.asarray(jnp.nan, jnp.result_type(*jax.tree_util.tree_leaves(x0)))
+        return _State(x0, self.optimizer().init(x0), cost, gradient, cost, jnp.asarray(True))
+
     def step(self, problem, state: _State, params) -> _State:
-        opt = self.optimizer()
-        updates, opt_state = opt.update(state.gradient, state.optimizer_state, state.x, value=state.cost,
-                                        grad=state.gradient, value_fn=problem.cost)
-        x = optax.apply_updates(state.x, jax.tree_util.tree_map(lambda u: params * u, updates))
-        # The line search has evaluated the cost and gradient at the new point: reuse them.
+        def update():
+            opt = self.optimizer()
+            updates, opt_state = opt.update(state.gradient, state.optimizer_state, state.x, value=state.cost,
+                                            grad=state.gradient, value_fn=problem.cost)
+            return optax.apply_updates(state.x, jax.tree_util.tree_map(lambda u: params * u, updates)), opt_state
+
+        x, opt_state = lax.cond(state.fresh, lambda: (state.x, state.optimizer_state), update)
+        # The line search has evaluated the cost and gradient at the new point: reuse them. On the
+        # first step the state holds no value yet, and this evaluates x0.
         cost, gradient = optax.value_and_grad_from_state(problem.cost)(x, state=opt_state)
-        return _State(x, opt_state, cost, gradient, state.gradient_norm0)
+        gradient_norm0 = jnp.where(state.fresh, jnp.sqrt(tree_squared_norm(gradient)), state.gradient_norm0)
+        return _State(x, opt_state, cost, gradient, gradient_norm0, jnp.asarray(False))
 
 
 class Adam(AbstractOptaxSolver):
@@ -122,4 +140,4 @@ class Adam(AbstractOptaxSolver):
         updates, opt_state = self.optimizer().update(state.gradient, state.optimizer_state, state.x)
         x = optax.apply_updates(state.x, jax.tree_util.tree_map(lambda u: params * u, updates))
         cost, gradient = jax.value_and_grad(problem.cost)(x)
-        return _State(x, opt_state, cost, gradient, state.gradient_norm0)
+        return _State(x, opt_state, cost, gradient, state.gradient_norm0, state.fresh)
