@@ -49,15 +49,18 @@ def test_one_gauss_newton_iteration_is_the_exact_posterior_mean_of_a_linear_gaus
     problem, twin = _state_problem()
     # Independent dense formula in observation space: x_a = x_b + B Gᵀ (G B Gᵀ + R)⁻¹ (y - G x_b),
     # G = H∘M (the heat model is linear), B = B^{1/2} B^{T/2} formed densely.
-    sqrt_b = jax.jacfwd(B.sqrt)(jnp.zeros(GRID.shape))
-    b_dense = sqrt_b @ sqrt_b.T
     x_b = twin.background
 
     def observe(x0):
         return SCHEDULE.observe(dp.rollout(MODEL, x0, SCHEDULE.n_steps, save_at=SCHEDULE.steps))
 
-    g = jax.jacfwd(observe)(x_b)
-    innovation = twin.observations - observe(x_b)
+    @jax.jit  # one compiled program (op by op, the Jacobians compiled ~80 small ones)
+    def dense(x_b):
+        return jax.jacfwd(B.sqrt)(jnp.zeros(GRID.shape)), jax.jacfwd(observe)(x_b), observe(x_b)
+
+    sqrt_b, g, observed = dense(x_b)
+    b_dense = sqrt_b @ sqrt_b.T
+    innovation = twin.observations - observed
     x_a = x_b + b_dense @ g.T @ np.linalg.solve(g @ b_dense @ g.T + 0.05**2 * np.eye(g.shape[0]), innovation)
 
     solver = dp.solvers.GaussNewton(globalization="line_search", inner=TIGHT)
@@ -150,20 +153,21 @@ def test_implicit_hypergradient_equals_the_unrolled_gradient_and_finite_differen
     dy = jax.random.normal(jax.random.key(5), y.shape) * 0.002
     # At convergence the unrolled solver (12 plain Gauss-Newton layers) and the converged one agree...
     np.testing.assert_allclose(_converged(base), UNROLLED(base), rtol=1e-8, atol=1e-10)
-    # ...and so do their derivatives: implicit function theorem vs backpropagation through the layers.
-    grad_ift = jax.grad(_hyper_loss, argnums=(0, 1))(sigma, y, _converged)
-    grad_unrolled = jax.grad(_hyper_loss, argnums=(0, 1))(sigma, y, UNROLLED)
+    # ...and so do their derivatives: implicit function theorem vs backpropagation through the layers. Each
+    # loss and its gradient are one compiled program, whose values give the finite differences below.
+    ift = jax.jit(jax.value_and_grad(lambda s, obs: _hyper_loss(s, obs, _converged), argnums=(0, 1)))
+    unrolled = jax.jit(jax.value_and_grad(lambda s, obs: _hyper_loss(s, obs, UNROLLED), argnums=(0, 1)))
+    grad_ift, grad_unrolled = ift(sigma, y)[1], unrolled(sigma, y)[1]
     for a, b in zip(grad_ift, grad_unrolled):
         assert _relative(a, b) <= 1e-6
     # Finite differences of the unrolled solver, a smooth function (the converged solver's stopping
     # test makes its output move in steps of its tolerance, which swamps differences below ~1e-5).
-    unrolled = eqx.filter_jit(lambda s, obs: _hyper_loss(s, obs, UNROLLED))
-    fd_sigma = _central(lambda t: unrolled(sigma * (1 + t), y), 1e-3) / sigma
-    fd_y = _central(lambda t: unrolled(sigma, y + t * dy), 1e-3)
+    fd_sigma = _central(lambda t: unrolled(sigma * (1 + t), y)[0], 1e-3) / sigma
+    fd_y = _central(lambda t: unrolled(sigma, y + t * dy)[0], 1e-3)
     for grad in (grad_ift, grad_unrolled):
         np.testing.assert_allclose(grad[0], fd_sigma, rtol=1e-6)
         np.testing.assert_allclose(jnp.vdot(grad[1], dy), fd_y, rtol=1e-6)
-    converged = _central(lambda t: _hyper_loss(sigma, y + t * dy, _converged), 3e-3)
+    converged = _central(lambda t: ift(sigma, y + t * dy)[0], 3e-3)
     np.testing.assert_allclose(jnp.vdot(grad_ift[1], dy), converged, rtol=1e-5)
 
 

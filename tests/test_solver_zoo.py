@@ -98,9 +98,8 @@ def test_converged_solvers_reach_the_same_minimiser(problem):
         gradient_norm = solutions[solver].history()["gradient_norm"]
         assert gradient_norm[-1] <= CONVERGED.rtol * gradient_norm[0], solver
     if name == "heat-linear":  # the dense posterior mean: (I + G^T G) v = G^T d
-        zero = p.zero_control()
-        d = p.observation_residuals(zero)
-        G = -jax.jacfwd(p.observation_residuals)(zero)
+        zero = p.zero_control()  # d and G in one compiled program (op by op, they compiled ~90 small ones)
+        d, G = jax.jit(lambda z: (p.observation_residuals(z), -jax.jacfwd(p.observation_residuals)(z)))(zero)
         exact = np.linalg.solve(np.eye(G.shape[1]) + G.T @ G, G.T @ d)
         assert _relative(reference, exact) <= 1e-9
 
@@ -151,9 +150,10 @@ def test_implicit_and_unrolled_gradients_agree_and_match_finite_differences(name
     # acceptance test compares costs), which leaves the control accurate to ~1e-9 here.
     assert abs(float(value_i - value_u)) <= 1e-8 * max(1.0, abs(float(value_i)))
     assert _relative(grad_u, grad_i) <= 1e-7
-    # Central differences of the unrolled solver (smooth in the data) along a random direction.
+    # Central differences of the unrolled solver (smooth in the data) along a random direction; its values
+    # from the compiled value-and-gradient program (one program fewer to compile than a forward-only one).
     direction = jnp.where(p.mask, jax.random.normal(jax.random.key(9), y.shape), 0.0)
-    f = jax.jit(lambda t: _loss_of_solution(p, unrolled, y + t * direction))
+    f = lambda t: loss_unrolled(y + t * direction)[0]
     assert float(jnp.vdot(grad_i, direction)) == pytest.approx(_fd_along(f), rel=1e-6, abs=1e-10)
 
 
@@ -170,11 +170,12 @@ def test_converged_lbfgs_hypergradient_equals_gauss_newtons_and_finite_differenc
     lbfgs = lambda q: S.iterate(S.LBFGS(), q, mode=S.Converged(rtol=1e-11, max_steps=500)).value
     gauss_newton = lambda q: S.iterate(S.GaussNewton(inner=TIGHT_INNER), q, mode=CONVERGED).value
     grad_lbfgs = jax.jit(jax.grad(lambda obs: _loss_of_solution(p, lbfgs, obs)))(y)
-    grad_gn = jax.jit(jax.grad(lambda obs: _loss_of_solution(p, gauss_newton, obs)))(y)
+    loss_gn = jax.jit(jax.value_and_grad(lambda obs: _loss_of_solution(p, gauss_newton, obs)))
+    grad_gn = loss_gn(y)[1]
     # Both solutions agree to ~1e-9 (the solvers' stopping tests); the derivative's solve is to 1e-10.
     assert _relative(grad_lbfgs, grad_gn) <= 1e-7
     direction = jnp.where(p.mask, jax.random.normal(jax.random.key(10), y.shape), 0.0)
-    f = jax.jit(lambda t: _loss_of_solution(p, gauss_newton, y + t * direction))
+    f = lambda t: loss_gn(y + t * direction)[0]  # the loss's values from the compiled value-and-gradient program
     assert float(jnp.vdot(grad_lbfgs, direction)) == pytest.approx(_fd_along(f), rel=1e-6, abs=1e-10)
 
 
@@ -182,13 +183,15 @@ def test_unrolled_adam_gradients_agree_across_loop_adjoints_and_match_finite_dif
     """A gradient method unrolled as layers: every loop adjoint gives one gradient, that of finite differences."""
     p = ZOO["lorenz96"]()
     y = jnp.where(p.mask, p.observations, 0.0)
-    grads = {}
+    grads, losses = {}, {}
     for adjoint_name, adjoint in ADJOINTS.items():
         adam = lambda q, a=adjoint: S.iterate(S.Adam(learning_rate=0.05), q, mode=S.Unrolled(5), adjoint=a).value
-        grads[adjoint_name] = jax.jit(jax.grad(lambda obs: _loss_of_solution(p, adam, obs)))(y)
+        losses[adjoint_name] = jax.jit(jax.value_and_grad(lambda obs, adam=adam: _loss_of_solution(p, adam, obs)))
+        grads[adjoint_name] = losses[adjoint_name](y)[1]
     for adjoint_name, grad in grads.items():  # the same arithmetic, recomputed or stored: equal to round-off
         np.testing.assert_allclose(grad, grads["direct"], rtol=1e-12, atol=1e-15, err_msg=adjoint_name)
     direction = jnp.where(p.mask, jax.random.normal(jax.random.key(11), y.shape), 0.0)
-    adam = lambda q: S.iterate(S.Adam(learning_rate=0.05), q, mode=S.Unrolled(5)).value
-    f = jax.jit(lambda t: _loss_of_solution(p, adam, y + t * direction))
+    # The unrolled Adam's values (the forward pass does not depend on the adjoint) from the compiled
+    # value-and-gradient program of the Direct adjoint: one program fewer to compile.
+    f = lambda t: losses["direct"](y + t * direction)[0]
     assert float(jnp.vdot(grads["direct"], direction)) == pytest.approx(_fd_along(f), rel=1e-6, abs=1e-10)
