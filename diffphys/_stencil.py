@@ -137,13 +137,22 @@ def _is_edge(n: int, ndim: int, axis: int, last: bool):
 def _next_cells(u, high_ghost, grid: AbstractGrid, axis: int):
     """``u_{i+1}`` for every cell, the ghost cell after the last one.
 
-    A roll plus a select on the edge: the transposes of :func:`_roll` and of a select are again a
-    roll and a select, so the reverse-mode pass is as simple as the forward one.
+    A split and a concatenation (a roll when periodic), whose transposes are again a concatenation
+    and a split, so the reverse-mode pass is as simple as the forward one. (A roll with the edge
+    cell selected from the broadcast ghost would give the same values, but the transpose of that
+    broadcast is a sum over the axis: two extra kernels per face and stage in the adjoint.)
     """
-    rolled = _roll(u, -1, axis)
     if isinstance(grid.bc[axis][0], Periodic):
-        return rolled
-    return jnp.where(_is_edge(u.shape[axis], u.ndim, axis, last=True), high_ghost, rolled)
+        return _roll(u, -1, axis)
+    n = u.shape[axis]
+    return jnp.concatenate([_slice(u, 1, n, axis=axis), _edge_slab(high_ghost, u, axis)], axis=axis)
+
+
+def _edge_slab(value, like, axis: int):
+    """``value`` shaped as one slab of ``like`` along ``axis`` (broadcast only if it is not already)."""
+    shape = list(like.shape)
+    shape[axis] = 1
+    return jnp.broadcast_to(value, shape)
 
 
 def _divergence(high_flux, low_boundary_flux, grid: AbstractGrid, axis: int, spacing: float):
@@ -153,9 +162,12 @@ def _divergence(high_flux, low_boundary_flux, grid: AbstractGrid, axis: int, spa
     it on both sides of every face instead lets XLA duplicate work across the stages of a
     Runge–Kutta step (measured 3x slower for RK4).
     """
-    low_flux = _roll(high_flux, 1, axis)
-    if not isinstance(grid.bc[axis][0], Periodic):
-        low_flux = jnp.where(_is_edge(high_flux.shape[axis], high_flux.ndim, axis, last=False), low_boundary_flux, low_flux)
+    if isinstance(grid.bc[axis][0], Periodic):
+        low_flux = _roll(high_flux, 1, axis)
+    else:  # the boundary face's flux, then the high faces of all cells but the last (see _next_cells)
+        n = high_flux.shape[axis]
+        low_flux = jnp.concatenate([_edge_slab(low_boundary_flux, high_flux, axis),
+                                    _slice(high_flux, 0, n - 1, axis=axis)], axis=axis)
     return (high_flux - low_flux) / spacing
 
 
