@@ -119,7 +119,7 @@ def _parts(problem):
 def _physical(control, z, std):
     if isinstance(control, InitialState) or control.transform == "identity":
         return std
-    forward = _TRANSFORMS[control.transform][0]
+    forward = getattr(jnp, _TRANSFORMS[control.transform][0])  # the transform's jax.numpy function, e.g. exp
     slope = jax.vmap(jax.grad(forward))(jnp.ravel(z)).reshape(jnp.shape(z))
     return jnp.abs(slope) * std
 
