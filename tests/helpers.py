@@ -74,3 +74,26 @@ def log_kappa_problem(grid):
     problem = da.StrongConstraint4DVar(model, schedule, twin.observations, twin.R, ob.DiffusionB(grid, 0.5, 0.15),
                                        background, control)
     return problem, kappa_true
+
+
+SMALL_LEAST_SQUARES_DATA = jnp.arange(5.0)
+
+
+def _scanned_residual(x, theta):
+    return jax.lax.scan(lambda u, _: (u + 0.1 * jnp.sin(u), None), x, None, length=3)[0] - SMALL_LEAST_SQUARES_DATA
+
+
+def _plain_residual(x, theta):
+    return x + 0.1 * jnp.sin(x) - SMALL_LEAST_SQUARES_DATA
+
+
+def model_loops_in_solver_program(solver, max_steps: int):
+    """How many while loops the model adds to a converged solve of $x + 0.1\\sin x = d$ (XLA compiles each call site
+    on its own): the loops of the program with a 3-step scanned residual minus those with the same residual unscanned
+    (the solver's own loops cancel). Returns ``(loops, solve, problem)``: ``solve(problem)`` is the compiled solve and
+    ``problem`` the unscanned one, to check the answer with."""
+    solve = jax.jit(lambda problem: dp.solvers.iterate(
+        solver, problem, mode=dp.solvers.Converged(rtol=1e-12, max_steps=max_steps), throw=False))
+    loops = [solve.lower(dp.solvers.LeastSquares(residual, jnp.zeros(5))).compile().as_text().count(" while(")
+             for residual in (_scanned_residual, _plain_residual)]
+    return loops[0] - loops[1], solve, dp.solvers.LeastSquares(_plain_residual, jnp.zeros(5))

@@ -12,6 +12,7 @@ import diffphys as dp
 from diffphys import assimilate as da
 from diffphys import learn as dl
 from diffphys import observe as ob
+from helpers import SMALL_LEAST_SQUARES_DATA, model_loops_in_solver_program
 
 GRID = dp.Grid1D(24, 1.0, bc="neumann")
 MODEL = dp.Heat(GRID, 0.02, dt=1e-3)
@@ -128,23 +129,12 @@ def test_a_safeguarded_solve_compiles_the_model_four_times(globalization):
     the model's linearisation, its transpose and the CG operator's tangent and adjoint, four runs (seven when
     the start, the step's linearisation and the trial were evaluated apart). Each run of a scanned model is a
     while loop; those of the solver itself are counted with a model without a scan."""
-    data = jnp.arange(5.0)
-
-    def scanned(x, theta):
-        return jax.lax.scan(lambda u, _: (u + 0.1 * jnp.sin(u), None), x, None, length=3)[0] - data
-
-    def plain(x, theta):
-        return x + 0.1 * jnp.sin(x) - data
-
-    solve = jax.jit(lambda problem: dp.solvers.iterate(
-        dp.solvers.GaussNewton(globalization=globalization), problem, mode=dp.solvers.Converged(rtol=1e-12, max_steps=20),
-        throw=False).value)
-    loops = [solve.lower(dp.solvers.LeastSquares(residual, jnp.zeros(5))).compile().as_text().count(" while(")
-             for residual in (scanned, plain)]
-    assert loops[0] - loops[1] == 4
+    loops, solve, problem = model_loops_in_solver_program(dp.solvers.GaussNewton(globalization=globalization),
+                                                          max_steps=20)
+    assert loops == 4
     # and the solve is right: x + 0.1 sin(x) = data, elementwise
-    x = solve(dp.solvers.LeastSquares(plain, jnp.zeros(5)))
-    np.testing.assert_allclose(x + 0.1 * jnp.sin(x), data, atol=1e-8)
+    x = solve(problem).value
+    np.testing.assert_allclose(x + 0.1 * jnp.sin(x), SMALL_LEAST_SQUARES_DATA, atol=1e-8)
 
 
 def test_implicit_hypergradient_equals_the_unrolled_gradient_and_finite_differences():
