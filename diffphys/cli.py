@@ -121,7 +121,30 @@ def _demo(args) -> int:
     return 0
 
 
+def _preload_output_libraries() -> None:
+    """Import xarray and matplotlib (Agg) in a background thread while the run imports JAX and compiles.
+
+    A run needs them only to write its outputs, and they take about a second to import. The thread holds
+    the GIL only while the run does not: when XLA executes, or reads a compiled program from the cache.
+    Whatever it cannot import is imported again, with the usual error, where it is used.
+    """
+    import threading
+
+    def load():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+            import xarray  # noqa: F401
+        except Exception:  # reported where it is used
+            pass
+
+    threading.Thread(target=load, name="diffphys-preload", daemon=True).start()
+
+
 def _run(args) -> int:
+    _preload_output_libraries()
     import jax
 
     # Twin experiments and their derivatives are verified in float64; assimilation runs in it too.

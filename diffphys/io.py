@@ -1,7 +1,9 @@
 """xarray datasets and NetCDF files for observations and trajectories, with CF-style attributes.
 
 xarray stays at the edges: these functions turn the arrays of the numerical core into labelled
-datasets (and back) for files, notebooks and the command line.
+datasets (and back) for files, notebooks and the command line. It is imported by the functions that
+build or read datasets, not by ``import diffphys`` (xarray and pandas take about half a second to
+import, which a session that writes no file need not pay).
 
 * An **observation dataset** has dims ``(time, sensor)``: variables ``value`` and ``sigma`` (NaN
   where a sensor did not report at a time), sensor coordinates ``x`` (and ``y``) along ``sensor``,
@@ -33,12 +35,15 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from .grid import AbstractGrid
 from .observe import FootprintAverage, GridMask, ObservationSchedule, PointSensors
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "TEMPORARY_PREFIX",
@@ -149,6 +154,8 @@ def observations_to_dataset(
 
     **Returns:** an ``xarray.Dataset``.
     """
+    import xarray as xr
+
     kinds = {op.kind for op in schedule.operators}
     radii = {getattr(op, "radius", None) for op in schedule.operators}
     if len(kinds) != 1 or len(radii) != 1:
@@ -301,6 +308,8 @@ def trajectory_to_dataset(
 
     **Returns:** an ``xarray.Dataset``.
     """
+    import xarray as xr
+
     states = states if isinstance(states, tuple) else (states,)
     names, long_names, units = (v if isinstance(v, tuple) else (v,) for v in (names, long_names, units))
     if not len(states) == len(names) == len(long_names) == len(units):
@@ -345,6 +354,8 @@ def write_netcdf(ds: xr.Dataset, path, *, group: str | None = None, mode: str = 
 
 def open_netcdf(path, *, group: str | None = None) -> xr.Dataset:
     """Load a NetCDF file written by :func:`write_netcdf` into memory (no time decoding)."""
+    import xarray as xr
+
     return xr.load_dataset(path, group=group, engine="netcdf4", decode_timedelta=False, decode_times=False)
 
 
@@ -422,6 +433,7 @@ def _renamed(ds: xr.Dataset, names: dict[str, str], path: Path) -> xr.Dataset:
 def _read_csv(path: Path, default_sigma: float | None, names: dict[str, str]) -> xr.Dataset:
     """A CSV of one observation per row (read with pandas) as an observation dataset."""
     import pandas as pd
+    import xarray as xr
 
     try:  # the Python engine pads a short row with NaN (an empty field stays ''): the two can be told apart
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=True,

@@ -1,8 +1,11 @@
-"""The package's module import graph has no cycles (imports inside functions included)."""
+"""The package's module import graph has no cycles (imports inside functions included), and ``import diffphys``
+leaves the output libraries (xarray, pandas, matplotlib) until they are used."""
 
 import ast
 import importlib.util
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import diffphys
@@ -92,3 +95,17 @@ def test_the_import_graph_sees_relative_and_function_level_imports():
 def test_the_package_has_no_import_cycles():
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_importing_diffphys_leaves_the_output_libraries_until_used():
+    """xarray, pandas and matplotlib take about a second to import; ``import diffphys`` (and the CLI module)
+    must not pay for them, and the first function that writes a dataset imports xarray itself."""
+    code = ("import sys, diffphys, diffphys.cli, diffphys._app.runner\n"
+            "print(sorted(m for m in ('xarray', 'pandas', 'matplotlib') if m in sys.modules))\n"
+            "import numpy as np\n"
+            "ds = diffphys.io.trajectory_to_dataset(diffphys.Grid1D(8, 1.0, diffphys.Periodic()), np.zeros((2, 8)),"
+            " np.array([0.0, 1.0]))\n"
+            "print(type(ds).__module__.split('.')[0], 'xarray' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]"
+    assert out[1] == "xarray True"
