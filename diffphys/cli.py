@@ -103,6 +103,7 @@ def _explain(error: Exception) -> tuple[bool, str]:
 
 
 def _demo(args) -> int:
+    _preload_output_libraries()
     import jax
 
     # Gradient verification needs float64: in float32 the Taylor residuals hit round-off early.
@@ -122,12 +123,15 @@ def _demo(args) -> int:
 
 
 def _preload_output_libraries() -> None:
-    """Import xarray and matplotlib (Agg) in a background thread while the run imports JAX and compiles.
+    """Import xarray and matplotlib (Agg) in a background thread while a run or the demo imports JAX and compiles.
 
-    A run needs them only to write its outputs, and they take about a second to import. The thread holds
-    the GIL only while the run does not: when XLA executes, or reads a compiled program from the cache.
-    Whatever it cannot import is imported again, with the usual error, where it is used.
+    They are needed only to write the outputs, and they take about a second to import. Python runs one
+    thread at a time (the GIL), so the import saves wall time where the run waits outside Python: XLA
+    executing or reading a compiled program from the cache, file I/O. Measured on a cached second run of
+    heat1d-sparse: about 0.3 s. Whatever the thread cannot import is imported again, with the usual error,
+    where it is used.
     """
+    import importlib
     import threading
 
     def load():
@@ -135,8 +139,8 @@ def _preload_output_libraries() -> None:
             import matplotlib
 
             matplotlib.use("Agg")
-            import matplotlib.pyplot  # noqa: F401
-            import xarray  # noqa: F401
+            for name in ("matplotlib.pyplot", "xarray"):
+                importlib.import_module(name)
         except Exception:  # reported where it is used
             pass
 
