@@ -122,7 +122,7 @@ def _demo(args) -> int:
     return 0
 
 
-def _preload_output_libraries() -> None:
+def _preload_output_libraries():
     """Import xarray and matplotlib (Agg) in a background thread while a run or the demo imports JAX and compiles.
 
     They are needed only to write the outputs, and they take about a second to import. Python runs one
@@ -144,7 +144,9 @@ def _preload_output_libraries() -> None:
         except Exception:  # reported where it is used
             pass
 
-    threading.Thread(target=load, name="diffphys-preload", daemon=True).start()
+    thread = threading.Thread(target=load, name="diffphys-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def _run(args) -> int:

@@ -109,3 +109,17 @@ def test_importing_diffphys_leaves_the_output_libraries_until_used():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]"
     assert out[1] == "xarray True"
+
+
+def test_a_cli_run_preloads_the_output_libraries_in_the_background():
+    """``diffphys run`` imports xarray and matplotlib (Agg) on a background thread while it imports JAX."""
+    code = ("import sys\n"
+            "from diffphys.cli import _preload_output_libraries\n"
+            "thread = _preload_output_libraries()\n"
+            "print(thread.daemon, thread.name)\n"
+            "thread.join()\n"
+            "import matplotlib\n"
+            "print('xarray' in sys.modules, 'matplotlib.pyplot' in sys.modules, matplotlib.get_backend().lower())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "True diffphys-preload"
+    assert out[1] == "True True agg"
