@@ -218,6 +218,8 @@ def test_weak_constraint_beats_strong_constraint_when_the_model_is_wrong():
         (lambda: dp.solvers.Converged(rtol=-1.0), ValueError, "rtol must be a finite number >= 0, got -1.0"),
         (lambda: dp.solvers.GaussNewton(damping=float("nan")), ValueError, "damping must be a finite number >= 0"),
         (lambda: dp.solvers.GaussNewton(inner="cg"), TypeError, "inner must be a LinearSolver"),
+        (lambda: dp.solvers.GaussNewton(inner=dp.LinearSolver(method="gmres")), ValueError,
+         "normal equations by unpreconditioned CG"),
         (lambda: dp.solvers.GaussNewton(globalization="none", damping=0.0), ValueError,
          "damping must be a finite number > 0"),
         (lambda: da.gauss_newton(_state_problem()[0], solver="fast"), TypeError, "solver must be a GaussNewton"),

@@ -155,6 +155,7 @@ class GaussNewton(AbstractIterativeSolver):
       above the round-off level is ``RESULTS.no_decrease``.
     - ``inner``: CG settings of the inner solve (default ``rtol=1e-6, max_steps=100``, no raise: a
       truncated inner solve is an inexact Newton step, and the globalization guards the decrease).
+      With a globalization the inner solve is unpreconditioned CG (``method`` ``"cg"`` or ``"auto"``).
 
     Converged mode stops when $\|\nabla\Phi(x_k)\| \le \mathrm{atol} + \mathrm{rtol}\,\|\nabla\Phi(x_0)\|$.
 
@@ -187,6 +188,11 @@ class GaussNewton(AbstractIterativeSolver):
         check_number("GaussNewton: xtol", self.xtol)
         if not isinstance(self.inner, LinearSolver):
             raise TypeError(f"GaussNewton: inner must be a LinearSolver, got {type(self.inner).__name__}")
+        if self.globalization != "none" and (self.inner.method not in ("auto", "cg") or self.inner.preconditioner):
+            raise ValueError(
+                "GaussNewton: a safeguarded step solves its normal equations by unpreconditioned CG (the loop that "
+                f"also gives the gradient); got inner method={self.inner.method!r}, preconditioner="
+                f"{self.inner.preconditioner!r}; use LinearSolver(method='cg') or globalization='none'")
 
     @property
     def unrollable(self) -> bool:
