@@ -221,7 +221,7 @@ def _zero_flux(condition) -> bool:
 
 
 def _boundary_jumps(u, grid: AbstractGrid, axis: int):
-    """``(u_0 - u_ghost, u_ghost - u_{n-1})``: the differences across the two boundary faces of a non-periodic axis.
+    r"""``(u_0 - u_ghost, u_ghost - u_{n-1})``: the differences across the two boundary faces of a non-periodic axis.
 
     A Neumann face's is the prescribed $\pm hq$ itself, not $u_0 - (u_0 + hq)$: the same value
     (exactly for $q = 0$, to round-off otherwise), but free of $u$, so the tangent-linear and
