@@ -109,13 +109,18 @@ _REFRESH_EVERY = 10  # CG recomputes its residual as b - A x every this many ste
 _STEP, _REFRESH, _FINAL = 0, 1, 2  # what one trip of the CG loop does
 
 
-def _conjugate_gradient(matvec, b, rtol, atol, max_steps: int, inverse_diagonal):
+def _conjugate_gradient(matvec, b, rtol, atol, max_steps, inverse_diagonal, refresh_first=False):
     r"""Preconditioned conjugate gradients from $x_0 = 0$, calling ``matvec`` at one place only.
 
     The recurrences, stopping test and residual refresh are lineax's CG, so are the iterates; the
     control flow differs. Each trip of the loop applies $A$ once: to $p$ on a CG step, to $x$ on a
     refresh, which replaces the recurrence residual by $b - Ax$ (after every 10th step, as lineax,
     and once at the end, so that the residual returned is the true one).
+
+    ``refresh_first`` (a boolean, possibly traced) starts with a refresh, $r_0 = b - \mathtt{matvec}(0)$,
+    instead of $r_0 = b$: for an operator whose value at zero is not zero. Gauss–Newton evaluates
+    its gradient $J^\top r$ this way, with ``max_steps = 0``, so that the gradient and the CG operator
+    share their adjoint model run (one call site). ``max_steps`` may be traced.
 
     Stops when $\max_i |r_i| / (\mathrm{atol} + \mathrm{rtol}|b_i|) \le 1$ and
     $\max_i |\Delta x_i| / (\mathrm{atol} + \mathrm{rtol}|x_i|) \le 1$, after ``max_steps`` steps,
@@ -165,28 +170,49 @@ def _conjugate_gradient(matvec, b, rtol, atol, max_steps: int, inverse_diagonal)
 
     z = precondition(b)
     gamma = dot(z, b)
-    start = (tree_map(jnp.zeros_like, b), b, z, gamma, tree_map(lambda v: jnp.full_like(v, jnp.inf), b),
-             jnp.asarray(0, jnp.int32), jnp.asarray(_STEP), ~(gamma > 0))
+    zeros = tree_map(jnp.zeros_like, b)
+    refresh_first = jnp.asarray(refresh_first)
+    # A first refresh then sets p = z + (gamma_1 / 1) * 0 = z, the first CG direction.
+    start = (zeros, b, select(refresh_first, zeros, z), jnp.where(refresh_first, jnp.ones_like(gamma), gamma),
+             tree_map(lambda v: jnp.full_like(v, jnp.inf), b), jnp.asarray(0, jnp.int32),
+             jnp.where(refresh_first, jnp.asarray(_REFRESH), jnp.asarray(_STEP)), ~refresh_first & ~(gamma > 0))
     x, r, *_, steps, _, _ = lax.while_loop(lambda state: ~state[-1], trip, start)
     return x, steps, r
+
+
+def conjugate_gradient(matvec, b, settings: LinearSolver, inverse_diagonal=None, *, max_steps=None,
+                       refresh_first=False):
+    """:func:`_conjugate_gradient` with ``settings`` (no derivatives: see :func:`solve_linear` for those).
+
+    ``max_steps`` (default ``settings.max_steps``) may be traced; ``refresh_first`` as in
+    :func:`_conjugate_gradient`. **Returns:** ``(x, r, (result, stats))``: the iterate, the residual
+    $b - Ax$ and what :func:`solve_linear` reports (a solve asked for no step is ``successful``).
+    """
+    dtype = jtu.tree_leaves(b)[0].dtype
+    rtol = settings.rtol if settings.rtol is not None else default_rtol(dtype)
+    max_steps = settings.max_steps if max_steps is None else max_steps
+    b_norm = max_norm(b)
+    atol = settings.atol + rtol * b_norm
+    x, steps, residual = _conjugate_gradient(matvec, b, rtol, atol, max_steps, inverse_diagonal, refresh_first)
+    relative = max_norm(residual) / jnp.where(b_norm > 0, b_norm, 1.0)
+    result = RESULTS.where(
+        all_finite(x),
+        RESULTS.where((steps == max_steps) & (max_steps > 0), RESULTS.max_steps_reached, RESULTS.successful),
+        RESULTS.nonfinite,
+    )
+    return x, residual, (result, {"num_steps": steps, "residual": relative})
 
 
 def _krylov(matvec, b, settings: LinearSolver, spd: bool, inverse_diagonal):
     """Run the Krylov method on ``matvec(x) = b`` (no derivatives needed here); returns ``(x, (result, stats))``."""
     method = settings.resolved_method(spd)
+    if method == "cg":
+        x, _, aux = conjugate_gradient(matvec, b, settings, inverse_diagonal)
+        return x, aux
     dtype = jtu.tree_leaves(b)[0].dtype
     rtol = settings.rtol if settings.rtol is not None else default_rtol(dtype)
     b_norm = max_norm(b)
     atol = settings.atol + rtol * b_norm
-    if method == "cg":
-        x, steps, residual = _conjugate_gradient(matvec, b, rtol, atol, settings.max_steps, inverse_diagonal)
-        relative = max_norm(residual) / jnp.where(b_norm > 0, b_norm, 1.0)
-        result = RESULTS.where(
-            all_finite(x),
-            RESULTS.where(steps == settings.max_steps, RESULTS.max_steps_reached, RESULTS.successful),
-            RESULTS.nonfinite,
-        )
-        return x, (result, {"num_steps": steps, "residual": relative})
     structure = jax.eval_shape(lambda: b)
     operator = lx.FunctionLinearOperator(matvec, structure)
     if method == "gmres":

@@ -194,12 +194,52 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
     """
     out = jnp.zeros_like(u)
     for axis, h in enumerate(grid.spacing):
-        lo, hi = ghost_cells(u, grid, axis, 1)
+        n = u.shape[axis]
+        if all(_zero_flux(condition) for condition in grid.bc[axis]):
+            # insulated: no flux through either boundary face, so neither κ's extrapolation to it
+            # nor u's ghost enters (the same values as below, without the tangents of zero terms)
+            faces = 0.5 * (_slice(kappa, 0, n - 1, axis=axis) + _slice(kappa, 1, n, axis=axis))
+            flux = faces * (_slice(u, 1, n, axis=axis) - _slice(u, 0, n - 1, axis=axis)) / h
+            zero = jnp.zeros_like(_first(flux, axis))
+            out = out + (jnp.concatenate([flux, zero], axis=axis) - jnp.concatenate([zero, flux], axis=axis)) / h
+            continue
         k_low, k_high = _low_high(face_average(kappa, grid, axis, nonnegative=True), axis)
-        high_flux = k_high * (_next_cells(u, hi, grid, axis) - u) / h
-        low_boundary = _first(k_low, axis) * (_first(u, axis) - lo) / h
+        if isinstance(grid.bc[axis][0], Periodic):
+            high_flux, low_boundary = k_high * (_roll(u, -1, axis) - u) / h, None
+        else:
+            low_jump, high_jump = _boundary_jumps(u, grid, axis)
+            jumps = jnp.concatenate([_slice(u, 1, n, axis=axis) - _slice(u, 0, n - 1, axis=axis),
+                                     _edge_slab(high_jump, u, axis)], axis=axis)
+            high_flux, low_boundary = k_high * jumps / h, _first(k_low, axis) * low_jump / h
         out = out + _divergence(high_flux, low_boundary, grid, axis, h)
     return out
+
+
+def _zero_flux(condition) -> bool:
+    """Whether ``condition`` is a Neumann condition with a gradient known to be zero (a Python number)."""
+    return isinstance(condition, Neumann) and isinstance(condition.gradient, (int, float)) and condition.gradient == 0
+
+
+def _boundary_jumps(u, grid: AbstractGrid, axis: int):
+    r"""``(u_0 - u_ghost, u_ghost - u_{n-1})``: the differences across the two boundary faces of a non-periodic axis.
+
+    A Neumann face's is the prescribed $\pm hq$ itself, not $u_0 - (u_0 + hq)$: the same value
+    (exactly for $q = 0$, to round-off otherwise), but free of $u$, so the tangent-linear and
+    adjoint models do not carry a difference of a boundary cell with itself, which is zero.
+    """
+    low, high = grid.bc[axis]
+    h, n = grid.spacing[axis], u.shape[axis]
+    first, last = _slice(u, 0, 1, axis=axis), _slice(u, n - 1, n, axis=axis)
+    one = jnp.ones(1, u.dtype)  # the ghost's distance to its mirror cell, in cells
+    if isinstance(low, Neumann):
+        low_jump = 0.0 - h * _side_data(low.gradient, axis)  # +0 for q = 0, as u_0 - (u_0 + 0) was
+    else:
+        low_jump = first - _ghosts(low, first, h, axis, one)
+    if isinstance(high, Neumann):
+        high_jump = h * _side_data(high.gradient, axis)
+    else:
+        high_jump = _ghosts(high, last, h, axis, one) - last
+    return low_jump, high_jump
 
 
 def div_kappa_grad_diagonal(kappa, grid: AbstractGrid) -> jnp.ndarray:

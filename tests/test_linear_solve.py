@@ -75,3 +75,20 @@ def test_cg_on_a_pytree_under_vmap_and_with_a_zero_right_hand_side():
     np.testing.assert_allclose(solutions.value["w"][1], -x["w"], rtol=1e-9)
     assert np.all(np.asarray(solutions.value["u"][2]) == 0) and int(solutions.stats["num_steps"][2]) == 0
     assert np.all(np.asarray(solutions.result == dp.RESULTS.successful))
+
+
+def test_cg_that_starts_with_a_refresh_takes_the_same_steps_and_with_no_step_returns_b_minus_the_operator_at_zero():
+    """``refresh_first``: the first trip computes r = b - A 0 through the operator's one call. For a linear
+    operator the iteration is then the plain one (the same iterate, steps and residual); with ``max_steps = 0`` and
+    an affine operator it returns b - f(0), which is how Gauss–Newton takes its gradient J^T r from the CG loop."""
+    a, b = _spd(20, 1e2, seed=3)
+    run = jax.jit(lambda b, first, steps: _conjugate_gradient(lambda v: a @ v, b, 1e-10, 0.0, steps, None, first))
+    plain, refreshed = run(b, False, 50), run(b, True, 50)
+    assert int(plain[1]) == int(refreshed[1])
+    np.testing.assert_allclose(refreshed[0], plain[0], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(refreshed[2], plain[2], rtol=0, atol=1e-13)
+    offset = jnp.cos(jnp.arange(20.0))
+    x, steps, residual = jax.jit(lambda b: _conjugate_gradient(lambda v: a @ v + offset, b, 1e-10, 0.0, 0, None,
+                                                               True))(b)
+    assert int(steps) == 0 and np.all(np.asarray(x) == 0)
+    np.testing.assert_array_equal(residual, b - offset)

@@ -43,9 +43,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from .._linear_solve import LinearSolver, solve_linear
+from .._linear_solve import LinearSolver, conjugate_gradient, raise_if_failed, solve_linear
 from .._misc import check_number, half_squared_norm
-from .._solution import RESULTS
+from .._solution import RESULTS, Solution
 from .._validate import device_array
 from ._base import AbstractIterativeSolver
 from ._mode import Converged
@@ -76,6 +76,32 @@ def _damped_solve(tangent, adjoint, gradient, damping, inner):
         return adjoint(tangent(d))[0] + damping * d
 
     return solve_linear(normal, -gradient, inner, spd=True, what="Gauss-Newton inner solve (J^T J + lambda I)")
+
+
+def _direction_or_gradient(tangent, adjoint, r, gradient, damping, evaluate, inner):
+    r"""One CG loop of a trip: the damped Gauss–Newton direction, or where ``evaluate`` the gradient alone.
+
+    The direction solves $(J^\top J + \lambda I)\,\delta = -\nabla\Phi$ (``gradient``) by CG;
+    the gradient is $\nabla\Phi = J^\top r$ at the trip's point. XLA compiles each call site of the
+    model on its own, so both apply the adjoint model at the one place of the CG loop: its operator
+    is $v \mapsto J^\top w + \lambda v$ with $w = Jv$, or $w = r$ when ``evaluate``, and then the loop
+    takes no CG step: it refreshes its residual at zero, $0 - J^\top r$, and stops. Three model runs
+    in the program (linearisation, tangent, adjoint) instead of four.
+
+    **Returns:** ``(direction, inner_steps, gradient)``, the direction zero when ``evaluate``, the
+    gradient zero otherwise.
+    """
+
+    def operator(v):
+        w = lax.cond(evaluate, lambda: r, lambda: tangent(v))
+        return adjoint(w)[0] + damping * v
+
+    b = jnp.where(evaluate, 0.0, -gradient)
+    max_steps = jnp.where(evaluate, 0, inner.max_steps)
+    x, residual, (result, stats) = conjugate_gradient(operator, b, inner, max_steps=max_steps, refresh_first=evaluate)
+    if inner.throw:
+        x = raise_if_failed(x, Solution(x, result, stats, None), inner, "Gauss-Newton inner solve (J^T J + lambda I)")
+    return x, stats["num_steps"], jnp.where(evaluate, -residual, 0.0)
 
 
 class _State(eqx.Module):
@@ -129,6 +155,7 @@ class GaussNewton(AbstractIterativeSolver):
       above the round-off level is ``RESULTS.no_decrease``.
     - ``inner``: CG settings of the inner solve (default ``rtol=1e-6, max_steps=100``, no raise: a
       truncated inner solve is an inexact Newton step, and the globalization guards the decrease).
+      With a globalization the inner solve is unpreconditioned CG (``method`` ``"cg"`` or ``"auto"``).
 
     Converged mode stops when $\|\nabla\Phi(x_k)\| \le \mathrm{atol} + \mathrm{rtol}\,\|\nabla\Phi(x_0)\|$.
 
@@ -138,9 +165,10 @@ class GaussNewton(AbstractIterativeSolver):
     gradient $J^\top r$ from the same linearisation, decide acceptance). A rejected
     Levenberg–Marquardt trial is followed by a base trip at $x_k$ again (more damping, a new
     direction); a rejected line-search trial by a shorter trial on the same direction. The
-    starting point is evaluated by the first step too (``deferred_init``), so XLA compiles the
-    model's linearisation, its transpose and the CG operator once each: four model runs in the
-    program instead of seven.
+    starting point is evaluated by the first step too (``deferred_init``), and the trial's gradient
+    is computed by the CG loop's operator call (its adjoint applied to $r$), so XLA compiles the
+    model's linearisation, its tangent and its adjoint once each: three model runs in the program
+    instead of seven.
     """
 
     name: ClassVar[str] = "gauss_newton"
@@ -160,6 +188,11 @@ class GaussNewton(AbstractIterativeSolver):
         check_number("GaussNewton: xtol", self.xtol)
         if not isinstance(self.inner, LinearSolver):
             raise TypeError(f"GaussNewton: inner must be a LinearSolver, got {type(self.inner).__name__}")
+        if self.globalization != "none" and (self.inner.method not in ("auto", "cg") or self.inner.preconditioner):
+            raise ValueError(
+                "GaussNewton: a safeguarded step solves its normal equations by unpreconditioned CG (the loop that "
+                f"also gives the gradient); got inner method={self.inner.method!r}, preconditioner="
+                f"{self.inner.preconditioner!r}; use LinearSolver(method='cg') or globalization='none'")
 
     @property
     def unrollable(self) -> bool:
@@ -215,7 +248,11 @@ class GaussNewton(AbstractIterativeSolver):
             r, tangent = jax.linearize(residual, c.point)
             adjoint = jax.linear_transpose(tangent, c.point)
             cost = half_squared_norm(r)
-            gradient = lax.cond(c.trial | fresh, lambda: adjoint(r)[0], lambda: jnp.zeros_like(x_flat))
+            # A base trip (at x) solves for the damped Gauss–Newton direction; a trial trip (or the
+            # start's) needs the gradient there instead. One CG loop does either (see _direction_or_gradient).
+            base = ~c.trial & ~fresh
+            direction, inner_steps, gradient = _direction_or_gradient(tangent, adjoint, r, g, c.damping, ~base,
+                                                                      self.inner)
             # A trial trip: accept or reject. Where the step's effect is below the cost's round-off,
             # the cost cannot tell a good step from a bad one; the gradient still can: such a step is
             # taken when it reduces |∇Φ|.
@@ -232,11 +269,8 @@ class GaussNewton(AbstractIterativeSolver):
             else:  # a shorter step
                 alpha = jnp.where(rejected, 0.5 * alpha, alpha)
             tries = c.tries + c.trial.astype(jnp.int32)
-            # A base trip (at x): the damped Gauss–Newton direction from this trip's linearisation.
-            # Other trips solve with a zero right-hand side, which CG returns at once.
-            base = ~c.trial & ~fresh
-            inner_solution = _damped_solve(tangent, adjoint, jnp.where(base, g, 0.0), lam, self.inner)
-            delta = jnp.where(base, inner_solution.value, c.direction)
+            # A base trip does not change the damping (only a rejected trial does): it solved with lam.
+            delta = jnp.where(base, direction, c.direction)
             # The model's decrease -(g^T delta + |J delta|^2 / 2) without another tangent-linear run: CG
             # from zero leaves its residual orthogonal to delta, delta^T (J^T J + lam I) delta = -g^T delta,
             # so it is (lam |delta|^2 - g^T delta) / 2 (a sum of two non-negative terms).
@@ -252,7 +286,7 @@ class GaussNewton(AbstractIterativeSolver):
             give_up = (tries >= _MAX_RETRIES) | (lam >= _MAX_DAMPING)
             keep = ok | fresh
             return _Trip(jnp.where(trial_next, x_flat + alpha * delta, x_flat), trial_next, lam, alpha, nu, ok, tries,
-                         c.inner_iterations + inner_solution.stats["num_steps"], delta, predicted, first_predicted,
+                         c.inner_iterations + inner_steps, delta, predicted, first_predicted,
                          gain, jnp.where(keep, cost, c.cost), jnp.where(keep, gradient, c.gradient),
                          fresh | ok | (rejected & give_up))
 
