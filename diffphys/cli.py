@@ -103,7 +103,6 @@ def _explain(error: Exception) -> tuple[bool, str]:
 
 
 def _demo(args) -> int:
-    _preload_output_libraries()
     import jax
 
     # Gradient verification needs float64: in float32 the Taylor residuals hit round-off early.
@@ -122,35 +121,7 @@ def _demo(args) -> int:
     return 0
 
 
-def _preload_output_libraries():
-    """Import xarray and matplotlib (Agg) in a background thread while a run or the demo imports JAX and compiles.
-
-    They are needed only to write the outputs, and they take about a second to import. Python runs one
-    thread at a time (the GIL), so the import saves wall time where the run waits outside Python: XLA
-    executing or reading a compiled program from the cache, file I/O. Measured on a cached second run of
-    heat1d-sparse: about 0.3 s. Whatever the thread cannot import is imported again, with the usual error,
-    where it is used.
-    """
-    import importlib
-    import threading
-
-    def load():
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            for name in ("matplotlib.pyplot", "xarray"):
-                importlib.import_module(name)
-        except Exception:  # reported where it is used
-            pass
-
-    thread = threading.Thread(target=load, name="diffphys-preload", daemon=True)
-    thread.start()
-    return thread
-
-
 def _run(args) -> int:
-    _preload_output_libraries()
     import jax
 
     # Twin experiments and their derivatives are verified in float64; assimilation runs in it too.

@@ -111,15 +111,14 @@ def test_importing_diffphys_leaves_the_output_libraries_until_used():
     assert out[1] == "xarray True"
 
 
-def test_a_cli_run_preloads_the_output_libraries_in_the_background():
-    """``diffphys run`` imports xarray and matplotlib (Agg) on a background thread while it imports JAX."""
+def test_a_run_imports_xarray_and_matplotlib_in_the_background():
+    """``run_case`` imports the output libraries on a daemon thread while it compiles (see _import_in_background)."""
     code = ("import sys\n"
-            "from diffphys.cli import _preload_output_libraries\n"
-            "thread = _preload_output_libraries()\n"
+            "from diffphys._app.runner import _import_in_background\n"
+            "thread = _import_in_background(('xarray', 'matplotlib', 'matplotlib.figure', 'matplotlib.backends.backend_agg'))\n"
             "print(thread.daemon, thread.name)\n"
             "thread.join()\n"
-            "import matplotlib\n"
-            "print('xarray' in sys.modules, 'matplotlib.pyplot' in sys.modules, matplotlib.get_backend().lower())\n")
+            "print('xarray' in sys.modules, 'matplotlib.backends.backend_agg' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "True diffphys-preload"
-    assert out[1] == "True True agg"
+    assert out[0] == "True diffphys-imports"
+    assert out[1] == "True True False"  # pyplot (which picks a GUI backend) stays for the main thread

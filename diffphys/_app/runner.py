@@ -37,12 +37,12 @@ def _compiling_line() -> str:
     return "  compiling the model and solver (the compilation cache is off: every run compiles) ..."
 
 
-def _import_in_background(modules: tuple[str, ...]) -> None:
-    """Import ``modules`` on a daemon thread while the run compiles and solves.
+def _import_in_background(modules: tuple[str, ...]):
+    """Import ``modules`` on a daemon thread while the run compiles and solves; returns the thread.
 
-    Importing matplotlib takes about half a second; the main thread spends longer than that without
-    the GIL (XLA compiling, reading the compilation cache, running programs), so the plots' import
-    overlaps with that. Python's import locks make a later import in the main thread wait for this
+    Importing xarray (for the NetCDF outputs) or matplotlib takes about half a second each; the main
+    thread spends longer than that without the GIL (XLA compiling, reading the compilation cache,
+    running programs), so their import overlaps with that. Python's import locks make a later import in the main thread wait for this
     one to finish rather than run twice; a failed import here is raised again by the main thread's.
     """
 
@@ -53,7 +53,9 @@ def _import_in_background(modules: tuple[str, ...]) -> None:
             except Exception:  # the main thread's own import reports it
                 return
 
-    threading.Thread(target=load, name="diffphys-imports", daemon=True).start()
+    thread = threading.Thread(target=load, name="diffphys-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = print,
@@ -71,8 +73,8 @@ def run_case(case: Case, out: Path, *, progress: Callable[[str], None] | None = 
     if removed:
         say(f"diffphys run: --overwrite: removed the previous outputs {', '.join(removed)} from {out}/")
     config = case.config
-    if config["output"]["plots"]:
-        _import_in_background(("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"))
+    plots = ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg") if config["output"]["plots"] else ()
+    _import_in_background(("xarray", *plots))
     say(f"diffphys run: {case.name} — {case.description}")
     say(_compiling_line())
     run = (CycledRun if config["cycling"]["cycles"] is not None else SingleWindowRun)(case, say)
