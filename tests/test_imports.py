@@ -97,28 +97,34 @@ def test_the_package_has_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def _printed_lines(*lines: str) -> list[str]:
+    """What a fresh Python process running ``lines`` prints, line by line."""
+    code = "\n".join(lines)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+
+
 def test_importing_diffphys_leaves_the_output_libraries_until_used():
     """xarray, pandas and matplotlib take about a second to import; ``import diffphys`` (and the CLI module)
     must not pay for them, and the first function that writes a dataset imports xarray itself."""
-    code = ("import sys, diffphys, diffphys.cli, diffphys._app.runner\n"
-            "print(sorted(m for m in ('xarray', 'pandas', 'matplotlib') if m in sys.modules))\n"
-            "import numpy as np\n"
-            "ds = diffphys.io.trajectory_to_dataset(diffphys.Grid1D(8, 1.0, diffphys.Periodic()), np.zeros((2, 8)),"
-            " np.array([0.0, 1.0]))\n"
-            "print(type(ds).__module__.split('.')[0], 'xarray' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = _printed_lines(
+        "import sys, diffphys, diffphys.cli, diffphys._app.runner",
+        "print(sorted(m for m in ('xarray', 'pandas', 'matplotlib') if m in sys.modules))",
+        "import numpy as np",
+        "grid = diffphys.Grid1D(8, 1.0, diffphys.Periodic())",
+        "ds = diffphys.io.trajectory_to_dataset(grid, np.zeros((2, 8)), np.array([0.0, 1.0]))",
+        "print(type(ds).__module__.split('.')[0], 'xarray' in sys.modules)")
     assert out[0] == "[]"
     assert out[1] == "xarray True"
 
 
 def test_a_run_imports_xarray_and_matplotlib_in_the_background():
     """``run_case`` imports the output libraries on a daemon thread while it compiles (see _import_in_background)."""
-    code = ("import sys\n"
-            "from diffphys._app.runner import _import_in_background\n"
-            "thread = _import_in_background(('xarray', 'matplotlib', 'matplotlib.figure', 'matplotlib.backends.backend_agg'))\n"
-            "print(thread.daemon, thread.name)\n"
-            "thread.join()\n"
-            "print('xarray' in sys.modules, 'matplotlib.backends.backend_agg' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = _printed_lines(
+        "import sys",
+        "from diffphys._app.runner import _import_in_background",
+        "thread = _import_in_background(('xarray', 'matplotlib', 'matplotlib.figure', 'matplotlib.backends.backend_agg'))",
+        "print(thread.daemon, thread.name)",
+        "thread.join()",
+        "print('xarray' in sys.modules, 'matplotlib.backends.backend_agg' in sys.modules, 'matplotlib.pyplot' in sys.modules)")
     assert out[0] == "True diffphys-imports"
     assert out[1] == "True True False"  # pyplot (which picks a GUI backend) stays for the main thread
