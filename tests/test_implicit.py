@@ -112,6 +112,21 @@ def test_throw_false_returns_the_result_code_instead():
     assert step.result == dp.RESULTS.successful and float(step.stats["residual"]) < 1e-9
 
 
+def test_a_step_called_from_python_is_one_program_and_a_repeat_compiles_nothing():
+    """solve_step and model.step from Python compile the step once (op by op, a step compiled ~100 programs)."""
+    from diffphys._compile_monitor import CompileMonitor
+
+    model, u0 = _heat_be(throw=False)
+    u0 = jax.block_until_ready(u0)
+    with CompileMonitor() as first:
+        step = model.scheme.solve_step(model, u0, model.dt)
+    with CompileMonitor() as again:
+        repeat = model.scheme.solve_step(model, u0, model.dt)
+    assert first.programs <= 1 and again.programs == 0
+    np.testing.assert_array_equal(repeat.value, step.value)
+    np.testing.assert_array_equal(jax.block_until_ready(model.step(u0)), step.value)  # step is solve_step's value
+
+
 def test_newton_that_does_not_converge_raises_and_reports_with_throw_false():
     grid = dp.Grid1D(32, bc="dirichlet")
     u0 = 2.0 * jnp.sin(jnp.pi * grid.x)

@@ -51,7 +51,7 @@ class IMEXARS443(AbstractImplicitScheme):
     implicit_rows: ClassVar[tuple[tuple[float, ...], ...]] = ((), (1 / 6,), (-1 / 2, 1 / 2), (3 / 2, -3 / 2, 1 / 2))
     diagonal: ClassVar[float] = 1 / 2
 
-    def solve_step(self, model, state, dt):
+    def advance(self, model, state, dt):
         what = f"{type(model).__name__} IMEX stage"
         explicit = [model.explicit_rhs(state)]  # f_E(Y_0)
         implicit = []  # f_I(Y_1), f_I(Y_2), ...
