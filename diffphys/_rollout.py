@@ -177,6 +177,10 @@ def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_fi
         outputs = []
         y = state
         for gap, count in runs:
+            if count == 1:  # no loop around a single save (step 0 is saved this way)
+                y = _advance(stepper, y, gap, every)
+                outputs.append(jax.tree_util.tree_map(lambda w: w[None], y))
+                continue
             segment = lambda z, _, gap=gap: (lambda w: (w, w))(_advance(stepper, z, gap, every))
             y, saved = lax.scan(segment, y, None, length=count)
             outputs.append(saved)

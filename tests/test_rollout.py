@@ -33,10 +33,11 @@ def test_irregular_save_points_compile_the_stepper_once():
     """XLA compiles each scan on its own, so stepping each run of equal save intervals by a scan of its own put
     a copy of the stepper in the program per run (seven here, fourteen in the gradient). A small rollout with
     irregular save points is one scan that keeps every state: one loop in the forward program, one forward and
-    one backward in the gradient's; regular save points keep their nested scans (two loops)."""
+    one backward in the gradient's; regular save points keep their nested scans (two loops). Loops are counted
+    in the program handed to XLA (what XLA's passes make of them depends on its version and flags)."""
     save_at = (0, 1, 2, 5, 8, 11, 19, 20)
     forward = lambda u, save_at: dp.rollout(MODEL, u, 20, save_at=save_at)
-    loops = lambda f: jax.jit(f).lower(U0).compile().as_text().count(" while(")
+    loops = lambda f: jax.jit(f).lower(U0).as_text().count("stablehlo.while")
     assert loops(lambda u: forward(u, save_at)) == 1
     assert loops(jax.grad(lambda u: jnp.sum(jnp.sin(forward(u, save_at))))) == 2
     assert loops(lambda u: forward(u, (0, 5, 10, 15, 20))) == 2  # a scan of intervals, each a scan of steps
