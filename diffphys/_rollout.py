@@ -13,6 +13,7 @@ from jax import lax
 
 from ._types import PyTree
 from .adjoint import AbstractAdjoint, Checkpointed, Direct, Implicit
+from .models import AbstractStepper
 
 __all__ = ["check_finite_on_host", "rollout", "save_steps"]
 
@@ -163,8 +164,15 @@ def _scan_keeping_every_state(step: Callable, state, steps: tuple[int, ...]):
     return jax.tree_util.tree_map(lambda y, ys: jnp.concatenate([y[None], ys], axis=0)[rows], state, states)
 
 
+def _with_step_invariants(stepper):
+    """A model with its step-independent quantities computed once, here, before the loop (see
+    ``AbstractStepper._with_step_invariants``); any other stepper as it is."""
+    return stepper._with_step_invariants() if isinstance(stepper, AbstractStepper) else stepper
+
+
 @eqx.filter_jit
 def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_finite: bool):
+    stepper = _with_step_invariants(stepper)
     gaps = np.diff((0,) + steps)
     runs = [(int(gap), len(list(run))) for gap, run in itertools.groupby(gaps)]
     size = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))
@@ -195,6 +203,7 @@ def _recursive_rollout(stepper, state, steps: tuple[int, ...], checkpoints: int 
     """The rollout as a diffrax solve with ``RecursiveCheckpointAdjoint`` (see :func:`rollout`)."""
     from ._recursive_rollout import recursive_rollout  # diffrax: imported only by runs that use it
 
+    stepper = _with_step_invariants(stepper)
     trajectory = recursive_rollout(stepper, state, steps, checkpoints)
     if check_finite:
         trajectory = _error_if_not_finite(trajectory, steps)

@@ -177,7 +177,27 @@ def _first(x, axis: int):
     return _slice(x, 0, 1, axis=axis)
 
 
-def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
+def diffusion_faces(kappa, grid: AbstractGrid) -> tuple:
+    r"""The face diffusivities :func:`div_kappa_grad` uses, per axis; they do not depend on ``u``.
+
+    An insulated axis (zero gradient on both sides) has its ``n - 1`` interior faces
+    $\kappa_{i+1/2}$; another axis the high face of every cell and the first cell's low face,
+    ``(κ_{i+1/2}, κ_{1/2})`` (see :func:`face_average`). A time loop computes them once, before its
+    first step (``AbstractStepper._with_step_invariants``): a derivative with respect to κ then
+    collects on the faces over all steps and is mapped back to the cells once, not at every stage.
+    """
+    faces = []
+    for axis in range(grid.ndim):
+        n = kappa.shape[axis]
+        if all(_zero_flux(condition) for condition in grid.bc[axis]):
+            faces.append(0.5 * (_slice(kappa, 0, n - 1, axis=axis) + _slice(kappa, 1, n, axis=axis)))
+        else:
+            k_low, k_high = _low_high(face_average(kappa, grid, axis, nonnegative=True), axis)
+            faces.append((k_high, _first(k_low, axis)))
+    return tuple(faces)
+
+
+def div_kappa_grad(u, kappa, grid: AbstractGrid, *, faces: tuple | None = None) -> jnp.ndarray:
     r"""Conservative diffusion operator $\nabla\cdot(\kappa(x)\nabla u)$, second order.
 
     $$[\nabla\cdot(\kappa\nabla u)]_i \approx \sum_{\text{axes}} \frac{1}{h}\Big(
@@ -189,29 +209,31 @@ def div_kappa_grad(u, kappa, grid: AbstractGrid) -> jnp.ndarray:
     separates, so fluxes telescope: with periodic or zero-flux boundaries $\sum_i [\cdot]_i h = 0$
     to round-off (conservation).
 
-    **Arguments:** ``u`` and ``kappa``, arrays of shape ``grid.shape``; ``grid``.
+    **Arguments:** ``u`` and ``kappa``, arrays of shape ``grid.shape``; ``grid``; ``faces``:
+    :func:`diffusion_faces` of ``kappa`` computed beforehand (the same values), or ``None`` to
+    compute them here.
 
     **Returns:** an array of shape ``grid.shape``.
     """
+    faces = diffusion_faces(kappa, grid) if faces is None else faces
     out = jnp.zeros_like(u)
-    for axis, h in enumerate(grid.spacing):
+    for axis, (h, face) in enumerate(zip(grid.spacing, faces)):
         n = u.shape[axis]
         if all(_zero_flux(condition) for condition in grid.bc[axis]):
             # insulated: no flux through either boundary face, so neither κ's extrapolation to it
             # nor u's ghost enters (the same values as below, without the tangents of zero terms)
-            faces = 0.5 * (_slice(kappa, 0, n - 1, axis=axis) + _slice(kappa, 1, n, axis=axis))
-            flux = faces * (_slice(u, 1, n, axis=axis) - _slice(u, 0, n - 1, axis=axis)) / h
+            flux = face * (_slice(u, 1, n, axis=axis) - _slice(u, 0, n - 1, axis=axis)) / h
             zero = jnp.zeros_like(_first(flux, axis))
             out = out + (jnp.concatenate([flux, zero], axis=axis) - jnp.concatenate([zero, flux], axis=axis)) / h
             continue
-        k_low, k_high = _low_high(face_average(kappa, grid, axis, nonnegative=True), axis)
+        k_high, k_first = face
         if isinstance(grid.bc[axis][0], Periodic):
             high_flux, low_boundary = k_high * (_roll(u, -1, axis) - u) / h, None
         else:
             low_jump, high_jump = _boundary_jumps(u, grid, axis)
             jumps = jnp.concatenate([_slice(u, 1, n, axis=axis) - _slice(u, 0, n - 1, axis=axis),
                                      _edge_slab(high_jump, u, axis)], axis=axis)
-            high_flux, low_boundary = k_high * jumps / h, _first(k_low, axis) * low_jump / h
+            high_flux, low_boundary = k_high * jumps / h, k_first * low_jump / h
         out = out + _divergence(high_flux, low_boundary, grid, axis, h)
     return out
 
@@ -373,7 +395,16 @@ def _face_states(u, grid: AbstractGrid, axis: int, scheme: str):
     raise ValueError(f"unknown advection scheme {scheme!r}; valid are {ADVECTION_SCHEMES}")
 
 
-def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind") -> jnp.ndarray:
+def advection_faces(velocity, grid: AbstractGrid) -> tuple:
+    """The face velocities :func:`div_flux_advective` uses: per axis, its component on the ``n + 1`` faces.
+
+    They do not depend on ``u``; a time loop computes them once (see :func:`diffusion_faces`).
+    """
+    return tuple(face_average(velocity[axis], grid, axis) for axis in range(grid.ndim))
+
+
+def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind", *,
+                       faces: tuple | None = None) -> jnp.ndarray:
     r"""Conservative advective flux divergence $\nabla\cdot(\mathbf v u)$ with upwinding on each face.
 
     $$[\nabla\cdot(\mathbf v u)]_i \approx \sum_{\text{axes}}
@@ -385,13 +416,14 @@ def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind") 
     (``"upwind"``) or fifth-order WENO-Z (``"weno5"``).
 
     **Arguments:** ``u`` of shape ``grid.shape``; ``velocity`` of shape ``(grid.ndim, *grid.shape)``
-    (component ``a`` along axis ``a``); ``grid``; ``scheme``.
+    (component ``a`` along axis ``a``); ``grid``; ``scheme``; ``faces``: :func:`advection_faces` of
+    ``velocity`` computed beforehand (the same values), or ``None`` to compute them here.
 
     **Returns:** an array of shape ``grid.shape``.
     """
+    faces = advection_faces(velocity, grid) if faces is None else faces
     out = jnp.zeros_like(u)
-    for axis, h in enumerate(grid.spacing):
-        v = face_average(velocity[axis], grid, axis)
+    for axis, (h, v) in enumerate(zip(grid.spacing, faces)):
         if scheme == "upwind":
             lo, hi = ghost_cells(u, grid, axis, 1)
             v_low, v_high = _low_high(v, axis)

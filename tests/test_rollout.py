@@ -1,5 +1,6 @@
 """Rollout: save points, adjoint strategies (same states and gradients, bounded memory), bad arguments."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -198,3 +199,55 @@ def test_rollout_accepts_any_stepper_callable():
     damped = lambda u: 0.5 * MODEL.step(u)
     traj = dp.rollout(damped, U0, 3, save_every=1)
     np.testing.assert_allclose(traj[3], 0.5 * MODEL.step(0.5 * MODEL.step(0.5 * MODEL.step(U0))), rtol=1e-13)
+
+
+def _models_with_step_invariants():  # (AdvectionDiffusion's, implicit, are in test_implicit_derivatives)
+    g1 = dp.Grid1D(16, bc=(dp.Dirichlet(0.3), dp.Neumann(0.2)))
+    g2 = dp.Grid2D(8, 6, lengths=(1.0, 0.8), bc=("neumann", "periodic"))
+    g2d = dp.Grid2D(8, 6, lengths=(1.0, 0.8), bc=(dp.Dirichlet(0.5), dp.Neumann(0.0)))
+    g2io = dp.Grid2D(8, 6, lengths=(1.0, 0.8), bc=((dp.Dirichlet(0.2), dp.Neumann(0.0)),) * 2)
+    x1, (x2, y2) = g1.x, g2.coordinates
+    bump2 = jnp.exp(-10 * ((x2 - 0.4) ** 2 + (y2 - 0.3) ** 2))
+    return {
+        "heat1d-dirichlet/neumann": (dp.Heat(g1, 0.2 + 0.1 * jnp.sin(3 * x1)), jnp.sin(3 * x1), "kappa"),
+        "heat2d-insulated/periodic": (dp.Heat(g2, 0.1 + 0.05 * x2 * y2, source=0.1 * x2), bump2, "kappa"),
+        "wave2d-dirichlet/neumann": (dp.Wave(g2d, 1.0 + 0.2 * x2, scheme="rk4"), (bump2, 0.0 * bump2), "speed"),
+        "advection1d-weno5": (dp.Advection(dp.Grid1D(16), 0.6 + 0.2 * jnp.cos(2 * jnp.pi * x1)),
+                              1.0 + 0.5 * jnp.sin(2 * jnp.pi * x1), "velocity"),
+        "advection2d-upwind-inflow/outflow": (dp.Advection(g2io, (0.5 + 0.1 * y2, 0.3), reconstruction="upwind",
+                                                           scheme="rk4"), bump2, "velocity"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models_with_step_invariants()))
+def test_step_invariants_computed_once_give_the_same_steps_and_derivatives(name):
+    # rollout computes a model's face coefficients once, before its loop; stepping the model on its own
+    # computes them at every right-hand side. Same values; derivatives with respect to the parameter equal
+    # to round-off (the parameter's cotangent is summed on the faces over the steps, then mapped to cells).
+    model, state, parameter = _models_with_step_invariants()[name]
+    hoisted = model._with_step_invariants()
+    assert hoisted._faces is not None and model._faces is None
+    np.testing.assert_array_equal(np.asarray(jax.tree_util.tree_leaves(hoisted.step(state))),
+                                  np.asarray(jax.tree_util.tree_leaves(model.step(state))))
+
+    def with_parameter(value):
+        return eqx.tree_at(lambda m: getattr(m, parameter), model, value)
+
+    def loss_rollout(value):
+        final = dp.rollout(with_parameter(value), state, 12)
+        return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree_util.tree_leaves(final))
+
+    def loss_steps(value):  # the model stepped on its own in a scan: faces recomputed at every stage
+        stepper = with_parameter(value)
+        final, _ = jax.lax.scan(lambda y, _: (stepper.step(y), None), state, None, length=12)
+        return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree_util.tree_leaves(final))
+
+    value = getattr(model, parameter)
+    direction = jnp.cos(jnp.arange(value.size, dtype=value.dtype)).reshape(value.shape)
+    np.testing.assert_allclose(loss_rollout(value), loss_steps(value), rtol=1e-14)
+    g_rollout, g_steps = jax.grad(loss_rollout)(value), jax.grad(loss_steps)(value)
+    assert float(jnp.max(jnp.abs(g_steps))) > 0
+    np.testing.assert_allclose(g_rollout, g_steps, rtol=1e-11, atol=1e-13 * float(jnp.max(jnp.abs(g_steps))))
+    t_rollout = jax.jvp(loss_rollout, (value,), (direction,))[1]
+    scale = float(jnp.vdot(jnp.abs(g_steps), jnp.abs(direction)))  # the sum's terms, for its round-off
+    np.testing.assert_allclose(t_rollout, jnp.vdot(g_steps, direction), rtol=0, atol=1e-11 * scale)

@@ -6,10 +6,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._stencil import ADVECTION_SCHEMES, div_kappa_grad, div_kappa_grad_diagonal
+from .._stencil import ADVECTION_SCHEMES, advection_faces, diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
 from ..grid import AbstractGrid
 from ._advection import _velocity_field, advective_rate, advective_tendency
-from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
+from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
 from ..schemes import AbstractImplicitScheme, AbstractScheme, time_scheme
 
 __all__ = ["AdvectionDiffusion"]
@@ -45,6 +45,8 @@ class AdvectionDiffusion(AbstractStepper):
     dt: float = eqx.field(static=True)
     reconstruction: str = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
+    # (diffusion_faces(kappa), advection_faces(velocity)), filled only inside a time loop (see _with_step_invariants)
+    _faces: tuple | None = None
 
     def __init__(
         self, grid: AbstractGrid, velocity, kappa, *, dt=None, source=None, reconstruction="weno5", scheme="imex_ars443"
@@ -66,18 +68,23 @@ class AdvectionDiffusion(AbstractStepper):
                 "implicit diffusion), 'backward_euler' or 'crank_nicolson', or Advection/Heat for explicit stepping"
             )
         self.dt = resolve_time_step(self, dt)
+        self._faces = None
 
     def explicit_rhs(self, u):
         r"""$f_E(u) = -\nabla\cdot(\mathbf v u)$."""
-        return advective_tendency(u, self.velocity, self.grid, self.reconstruction)
+        faces = None if self._faces is None else self._faces[1]
+        return advective_tendency(u, self.velocity, self.grid, self.reconstruction, faces=faces)
 
     def implicit_rhs(self, u):
         r"""$f_I(u) = \nabla\cdot(\kappa\nabla u) + f$."""
-        du = div_kappa_grad(u, self.kappa, self.grid)
+        du = div_kappa_grad(u, self.kappa, self.grid, faces=None if self._faces is None else self._faces[0])
         return du if self.source is None else du + self.source
 
     def rhs(self, u):
         return self.explicit_rhs(u) + self.implicit_rhs(u)
+
+    def _with_step_invariants(self):
+        return with_faces(self, (diffusion_faces(self.kappa, self.grid), advection_faces(self.velocity, self.grid)))
 
     def jacobian_properties(self, part="rhs"):
         if part == "implicit_rhs":

@@ -93,6 +93,17 @@ class AbstractStepper(eqx.Module):
     def __call__(self, state):
         return self.step(state)
 
+    def _with_step_invariants(self) -> AbstractStepper:
+        """This stepper with what every step recomputes from its parameters alone (e.g. face coefficients)
+        computed once, for a loop of steps; the steps' values are the same.
+
+        :func:`diffphys.rollout` calls it inside its program, before its loop. A derivative with respect to a
+        parameter then collects on those quantities over all steps and goes back to the parameter once, not
+        at every stage. Replacing a parameter of the returned stepper (``eqx.tree_at``) would leave them stale,
+        so it is used only where it is made. Default: the stepper itself.
+        """
+        return self
+
     def jacobian_properties(self, part: str = "rhs") -> frozenset[str]:
         """What implicit schemes may assume about the Jacobian of ``getattr(self, part)``.
 
@@ -128,6 +139,11 @@ def as_field(name: str, value, grid: AbstractGrid, *, positive=False, nonnegativ
         ) from None
     check_field(name, arr, positive=positive, nonnegative=nonnegative)
     return device_array(arr)
+
+
+def with_faces(model: AbstractStepper, faces) -> AbstractStepper:
+    """``model`` with its ``_faces`` field (``None`` until a time loop fills it) set to ``faces``."""
+    return eqx.tree_at(lambda m: m._faces, model, faces, is_leaf=lambda x: x is None)
 
 
 def check_grid(name: str, grid) -> None:

@@ -6,10 +6,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
+from .._stencil import diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
 from .._validate import array_module
 from ..grid import AbstractGrid
-from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
+from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
 from ..schemes import AbstractScheme, time_scheme
 
 __all__ = ["Heat"]
@@ -47,6 +47,7 @@ class Heat(AbstractStepper):
     source: Float[Array, "*grid"] | None
     dt: float = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
+    _faces: tuple | None = None  # diffusion_faces(kappa), filled only inside a time loop (see _with_step_invariants)
 
     def __init__(self, grid: AbstractGrid, kappa, *, dt: float | None = None, source=None, scheme="rk4"):
         check_grid("Heat", grid)
@@ -55,10 +56,14 @@ class Heat(AbstractStepper):
         self.source = None if source is None else as_field("Heat: source", source, grid)
         self.scheme = time_scheme(scheme)
         self.dt = resolve_time_step(self, dt)
+        self._faces = None
 
     def rhs(self, u):
-        du = div_kappa_grad(u, self.kappa, self.grid)
+        du = div_kappa_grad(u, self.kappa, self.grid, faces=self._faces)
         return du if self.source is None else du + self.source
+
+    def _with_step_invariants(self):
+        return with_faces(self, diffusion_faces(self.kappa, self.grid))
 
     def jacobian_properties(self, part="rhs"):
         # ∇·(κ∇u) + f is affine in u; its discretisation is symmetric negative semi-definite.

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._stencil import div_kappa_grad, div_kappa_grad_diagonal
+from .._stencil import diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
 from .._validate import array_module
 from ..grid import AbstractGrid
-from ._base import AbstractStepper, as_field, check_grid, resolve_time_step
+from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
 from ..schemes import AbstractScheme, time_scheme
 
 __all__ = ["Wave"]
@@ -48,6 +48,7 @@ class Wave(AbstractStepper):
     source: Float[Array, "*grid"] | None
     dt: float = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
+    _faces: tuple | None = None  # diffusion_faces(speed**2), filled only inside a time loop (see _with_step_invariants)
 
     def __init__(self, grid: AbstractGrid, speed, *, dt: float | None = None, source=None, scheme="leapfrog"):
         check_grid("Wave", grid)
@@ -56,11 +57,15 @@ class Wave(AbstractStepper):
         self.source = None if source is None else as_field("Wave: source", source, grid)
         self.scheme = time_scheme(scheme)
         self.dt = resolve_time_step(self, dt)
+        self._faces = None
 
     def acceleration(self, u):
         r"""$a(u) = \nabla\cdot(c^2\nabla u) + f$."""
-        a = div_kappa_grad(u, self.speed**2, self.grid)
+        a = div_kappa_grad(u, self.speed**2, self.grid, faces=self._faces)
         return a if self.source is None else a + self.source
+
+    def _with_step_invariants(self):
+        return with_faces(self, diffusion_faces(self.speed**2, self.grid))
 
     def rhs(self, state):
         u, v = state

@@ -78,6 +78,20 @@ def _damped_solve(tangent, adjoint, gradient, damping, inner):
     return solve_linear(normal, -gradient, inner, spd=True, what="Gauss-Newton inner solve (J^T J + lambda I)")
 
 
+def normal_operator(tangent, adjoint, r, damping, evaluate):
+    r"""The operator of a trip's CG loop: $v \mapsto J^\top w + \lambda v$, $w = Jv$, or $w = r$ where ``evaluate``.
+
+    ``tangent`` and ``adjoint`` are $J$ and $J^\top$ at the trip's point (``jax.linearize``,
+    ``jax.linear_transpose``). ``bench_latency`` times this function as Gauss–Newton's product.
+    """
+
+    def operator(v):
+        w = lax.cond(evaluate, lambda: r, lambda: tangent(v))
+        return adjoint(w)[0] + damping * v
+
+    return operator
+
+
 def _direction_or_gradient(tangent, adjoint, r, gradient, damping, evaluate, inner):
     r"""One CG loop of a trip: the damped Gauss–Newton direction, or where ``evaluate`` the gradient alone.
 
@@ -92,10 +106,7 @@ def _direction_or_gradient(tangent, adjoint, r, gradient, damping, evaluate, inn
     gradient zero otherwise.
     """
 
-    def operator(v):
-        w = lax.cond(evaluate, lambda: r, lambda: tangent(v))
-        return adjoint(w)[0] + damping * v
-
+    operator = normal_operator(tangent, adjoint, r, damping, evaluate)
     b = jnp.where(evaluate, 0.0, -gradient)
     max_steps = jnp.where(evaluate, 0, inner.max_steps)
     x, residual, (result, stats) = conjugate_gradient(operator, b, inner, max_steps=max_steps, refresh_first=evaluate)
