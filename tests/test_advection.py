@@ -100,3 +100,33 @@ def test_advection_dirichlet_inflow_neumann_outflow():
     x = np.asarray(grid.x)
     np.testing.assert_allclose(np.asarray(u)[x < t - 0.1], 1.0, atol=1e-3)
     np.testing.assert_allclose(np.asarray(u)[x > t + 0.1], 0.0, atol=1e-3)
+
+
+def _weno5z_numpy(a, b, c, d, e):
+    """WENO5-Z (p = 2, eps = 1e-6) face value from five cells, the upwind one first (Borges et al. 2008)."""
+    q = ((2 * a - 7 * b + 11 * c) / 6, (-b + 5 * c + 2 * d) / 6, (2 * c + 5 * d - e) / 6)
+    beta = (13 / 12 * (a - 2 * b + c) ** 2 + 0.25 * (a - 4 * b + 3 * c) ** 2,
+            13 / 12 * (b - 2 * c + d) ** 2 + 0.25 * (b - d) ** 2,
+            13 / 12 * (c - 2 * d + e) ** 2 + 0.25 * (3 * c - 4 * d + e) ** 2)
+    tau = abs(beta[0] - beta[2])
+    alpha = [w * (1 + (tau / (bj + 1e-6)) ** 2) for w, bj in zip((0.1, 0.6, 0.3), beta)]
+    return sum(al * qj for al, qj in zip(alpha, q)) / sum(alpha)
+
+
+def test_weno5_flux_takes_each_face_from_its_upwind_side():
+    # A velocity that changes sign: faces with v > 0 reconstruct from the left, the others from the right;
+    # an independent NumPy WENO-Z on a periodic grid, F = v u_upwind, (F_{i+1/2} - F_{i-1/2}) / h.
+    n = 40
+    grid = dp.Grid1D(n)
+    x = np.asarray(grid.x)
+    u = np.exp(-40 * (x - 0.3) ** 2) + 0.5 * (x > 0.6)
+    v_cells = np.sin(2 * np.pi * x + 0.3)
+    v_face = 0.5 * (v_cells + np.roll(v_cells, -1))  # face i + 1/2
+    cell = lambda k: np.roll(u, -k)  # u_{i+k}
+    left = _weno5z_numpy(cell(-2), cell(-1), cell(0), cell(1), cell(2))
+    right = _weno5z_numpy(cell(3), cell(2), cell(1), cell(0), cell(-1))
+    flux = v_face * np.where(v_face > 0, left, right)
+    expected = -(flux - np.roll(flux, 1)) / grid.spacing[0]
+    model = dp.Advection(grid, v_cells)
+    assert np.any(v_face > 0) and np.any(v_face < 0)
+    np.testing.assert_allclose(model.rhs(jnp.asarray(u)), expected, rtol=1e-12, atol=1e-12 * np.max(np.abs(expected)))
