@@ -205,7 +205,7 @@ def _models_with_step_invariants():  # (AdvectionDiffusion's, implicit, are in t
     g1 = dp.Grid1D(16, bc=(dp.Dirichlet(0.3), dp.Neumann(0.2)))
     g2 = dp.Grid2D(8, 6, lengths=(1.0, 0.8), bc=("neumann", "periodic"))
     g2d = dp.Grid2D(8, 6, lengths=(1.0, 0.8), bc=(dp.Dirichlet(0.5), dp.Neumann(0.0)))
-    g2io = dp.Grid2D(8, 6, lengths=(1.0, 0.8), bc=((dp.Dirichlet(0.2), dp.Neumann(0.0)),) * 2)
+    g1io = dp.Grid1D(16, bc=(dp.Dirichlet(0.2), dp.Neumann(0.0)))
     x1, (x2, y2) = g1.x, g2.coordinates
     bump2 = jnp.exp(-10 * ((x2 - 0.4) ** 2 + (y2 - 0.3) ** 2))
     return {
@@ -214,8 +214,8 @@ def _models_with_step_invariants():  # (AdvectionDiffusion's, implicit, are in t
         "wave2d-dirichlet/neumann": (dp.Wave(g2d, 1.0 + 0.2 * x2, scheme="rk4"), (bump2, 0.0 * bump2), "speed"),
         "advection1d-weno5": (dp.Advection(dp.Grid1D(16), 0.6 + 0.2 * jnp.cos(2 * jnp.pi * x1)),
                               1.0 + 0.5 * jnp.sin(2 * jnp.pi * x1), "velocity"),
-        "advection2d-upwind-inflow/outflow": (dp.Advection(g2io, (0.5 + 0.1 * y2, 0.3), reconstruction="upwind",
-                                                           scheme="rk4"), bump2, "velocity"),
+        "advection1d-upwind-inflow/outflow": (dp.Advection(g1io, 0.5 + 0.1 * x1, reconstruction="upwind", scheme="rk4"),
+                                              jnp.sin(3 * x1), "velocity"),
     }
 
 
