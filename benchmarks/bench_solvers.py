@@ -5,8 +5,8 @@ Gauss–Newton step is exact) and ``heat2d-diffusivity`` (log κ(x, y) on 32 x 3
 at full size (``--quick``: reduced). Solvers, all on the same whitened residuals from the same start:
 
 - **diffphys GN**: ``gauss_newton`` (Levenberg–Marquardt, matrix-free CG inner solves);
-- **L-BFGS**: ``diffphys.solvers.LBFGS`` (optax L-BFGS with a zoom line search, the cost and its
-  gradient jitted in one function);
+- **L-BFGS**: ``diffphys.solvers.LBFGS`` (optax's L-BFGS direction, a strong-Wolfe line search, the
+  cost and its gradient jitted in one function);
 - **optimistix GN**: ``optimistix.GaussNewton`` with ``lineax.Normal(lineax.CG)`` (matrix-free; its own stopping
   rule on step and cost) and, for reference, ``optimistix.LevenbergMarquardt``.
 

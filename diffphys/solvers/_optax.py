@@ -1,4 +1,4 @@
-r"""Gradient methods from optax on the solver core: L-BFGS (zoom line search) and Adam.
+r"""Gradient methods on the solver core: L-BFGS (optax's direction, a strong-Wolfe line search) and Adam (optax).
 
 Both minimise the smooth part $\Phi(x) = \tfrac12\|r(x)\|^2$ from its value and gradient (one
 forward and one adjoint model run per evaluation). Converged mode stops when
@@ -25,6 +25,7 @@ from .._misc import check_int, check_number, tree_squared_norm
 from .._solution import RESULTS
 from .._validate import device_array
 from ._base import AbstractIterativeSolver
+from ._line_search import strong_wolfe_search
 from ._mode import Converged
 
 __all__ = ["LBFGS", "Adam", "AbstractOptaxSolver"]
@@ -37,6 +38,7 @@ class _State(eqx.Module):
     gradient: Any
     gradient_norm0: jax.Array
     fresh: jax.Array  # x not evaluated yet: the next step only evaluates it (see LBFGS)
+    stalled: jax.Array = eqx.field(default_factory=lambda: jnp.asarray(False))  # the line search found no decrease
 
 
 class AbstractOptaxSolver(AbstractIterativeSolver):
@@ -61,7 +63,10 @@ class AbstractOptaxSolver(AbstractIterativeSolver):
         gnorm = jnp.sqrt(tree_squared_norm(state.gradient))
         finite = jnp.isfinite(state.cost) & jnp.isfinite(gnorm)
         converged = gnorm <= mode.atol + mode.rtol * state.gradient_norm0
-        return converged | ~finite, RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
+        stalled = state.stalled & ~converged
+        result = RESULTS.where(stalled, RESULTS.no_decrease, RESULTS.successful)
+        result = RESULTS.where(finite, result, RESULTS.nonfinite)
+        return converged | stalled | ~finite, result
 
     def value(self, state: _State):
         return state.x
@@ -74,7 +79,15 @@ class AbstractOptaxSolver(AbstractIterativeSolver):
 
 
 class LBFGS(AbstractOptaxSolver):
-    r"""Limited-memory BFGS with optax's zoom line search (strong Wolfe conditions).
+    r"""Limited-memory BFGS: optax's two-loop direction and a strong-Wolfe (zoom) line search.
+
+    The direction is ``optax.lbfgs`` without its line search (``optax.scale_by_lbfgs``: the two-loop
+    recursion over the last ``memory_size`` pairs, the first step scaled to length at most 1). The step
+    along it comes from :func:`strong_wolfe_search`, which evaluates the cost and gradient at one place, once
+    per trip of its loop; the first step evaluates the starting point there too (``deferred_init``). So the
+    compiled solve holds one copy of the cost and its gradient, where ``optax.lbfgs``'s zoom search (one per
+    phase) and the evaluation of the start held three. A search that finds no step with sufficient decrease
+    ends the solve with ``RESULTS.no_decrease`` (with ``throw=False``, at the last iterate).
 
     **Arguments:** ``memory_size``: pairs of past steps kept (default 10). Not unrollable (the
     line search is a data-dependent loop).
@@ -94,7 +107,7 @@ class LBFGS(AbstractOptaxSolver):
         return "LBFGS's zoom line search is a data-dependent loop; use Adam or GaussNewton(globalization='none')"
 
     def optimizer(self):
-        return optax.lbfgs(memory_size=self.memory_size)
+        return optax.lbfgs(memory_size=self.memory_size, linesearch=None)
 
     @property
     def deferred_init(self) -> bool:
@@ -107,18 +120,17 @@ class LBFGS(AbstractOptaxSolver):
         return _State(x0, self.optimizer().init(x0), cost, gradient, cost, jnp.asarray(True))
 
     def step(self, problem, state: _State, params) -> _State:
-        def update():
-            opt = self.optimizer()
-            updates, opt_state = opt.update(state.gradient, state.optimizer_state, state.x, value=state.cost,
-                                            grad=state.gradient, value_fn=problem.cost)
-            return optax.apply_updates(state.x, jax.tree_util.tree_map(lambda u: params * u, updates)), opt_state
+        def direction():
+            updates, opt_state = self.optimizer().update(state.gradient, state.optimizer_state, state.x)
+            return jax.tree_util.tree_map(lambda u: params * u, updates), opt_state
 
-        x, opt_state = lax.cond(state.fresh, lambda: (state.x, state.optimizer_state), update)
-        # The line search has evaluated the cost and gradient at the new point: reuse them. On the
-        # first step the state holds no value yet, and this evaluates x0.
-        cost, gradient = optax.value_and_grad_from_state(problem.cost)(x, state=opt_state)
-        gradient_norm0 = jnp.where(state.fresh, jnp.sqrt(tree_squared_norm(gradient)), state.gradient_norm0)
-        return _State(x, opt_state, cost, gradient, gradient_norm0, jnp.asarray(False))
+        no_direction = jax.tree_util.tree_map(jnp.zeros_like, state.x)
+        updates, opt_state = lax.cond(state.fresh, lambda: (no_direction, state.optimizer_state), direction)
+        search = strong_wolfe_search(jax.value_and_grad(problem.cost), state.x, updates, state.cost, state.gradient,
+                                     evaluate_start=state.fresh)
+        gradient_norm0 = jnp.where(state.fresh, jnp.sqrt(tree_squared_norm(search.gradient)), state.gradient_norm0)
+        return _State(search.x, opt_state, search.value, search.gradient, gradient_norm0, jnp.asarray(False),
+                      ~search.found)
 
 
 class Adam(AbstractOptaxSolver):
