@@ -54,6 +54,32 @@ def test_network_output_shape_mismatch_is_rejected_with_both_shapes():
         dl.CorrectedStepper(model, mlp)
 
 
+def test_networks_start_from_jax_randoms_draws_built_by_one_program():
+    """A network's initial weights are equinox's initialisation for the same keys (drawn by jax.random, the last
+    layer scaled by output_scale), computed by one compiled program that later networks of the same
+    hyper-parameters reuse (op by op, a ConvNet compiled 16 programs)."""
+    from diffphys._compile_monitor import CompileMonitor
+
+    grid = dp.Grid2D(8, 6, bc=("periodic", "neumann"))
+    keys = [jax.random.key(11), jax.random.key(12)]
+    with CompileMonitor() as first:
+        conv = dl.ConvNet(grid, key=keys[0], width=3, depth=2, kernel_size=3, output_scale=0.1)
+    with CompileMonitor() as second:
+        dl.ConvNet(grid, key=keys[1], width=3, depth=2, kernel_size=3, output_scale=0.1)
+        mlp = dl.MLP(7, key=keys[1], width=5, depth=1, output_scale=0.5)
+    assert (first.programs, second.programs) == (1, 1)
+    # The reference, equinox's layers built op by op from the same keys
+    layer_keys = jax.random.split(keys[0], 3)
+    reference = [eqx.nn.Conv(2, c_in, c_out, 3, padding=0, key=k) for c_in, c_out, k in zip((1, 3, 3), (3, 3, 1), layer_keys)]
+    reference_mlp = eqx.nn.MLP(7, 7, 5, 1, key=keys[1])
+    pairs = [(layer, ref, 0.1 if i == 2 else 1.0) for i, (layer, ref) in enumerate(zip(conv.layers, reference))]
+    pairs += [(layer, ref, 0.5 if i == 1 else 1.0) for i, (layer, ref) in enumerate(zip(mlp.mlp.layers, reference_mlp.layers))]
+    for layer, ref, scale in pairs:  # equal up to the rounding of the scaling into [-lim, lim)
+        for got, expected in ((layer.weight, ref.weight), (layer.bias, ref.bias)):
+            np.testing.assert_allclose(got, scale * expected, rtol=1e-15, atol=1e-16)
+    assert [a.shape for a in jax.tree_util.tree_leaves(conv)] == [a.shape for a in jax.tree_util.tree_leaves(reference)]
+
+
 def test_bad_options_are_rejected():
     model = _heat()
     net = dl.ConvNet(model.grid, key=jax.random.key(0), width=2, depth=1, kernel_size=3)
@@ -71,6 +97,11 @@ def test_bad_options_are_rejected():
         dl.ConvNet((16,), key=jax.random.key(0))
     with pytest.raises(ValueError, match="width must be an integer >= 1"):
         dl.MLP(8, key=jax.random.key(0), width=0)
+    for scale in (float("nan"), "0.1", jnp.ones(2)):
+        with pytest.raises(ValueError, match="output_scale must be a finite real number, got"):
+            dl.ConvNet(model.grid, key=jax.random.key(0), output_scale=scale)
+        with pytest.raises(ValueError, match="output_scale must be a finite real number, got"):
+            dl.MLP(8, key=jax.random.key(0), output_scale=scale)
     c = dl.CorrectedStepper(model, net)
     with pytest.raises(ValueError, match=r"state has shape \(3, 16\), expected \(16,\).*jax.vmap"):
         c.step(jnp.zeros((3, 16)))
