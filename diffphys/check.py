@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._one_off import drawn
 from ._types import PyTree
 
 __all__ = ["DotProductResult", "TaylorResult", "adjoint_test", "dot_product_test", "taylor_test"]
@@ -43,13 +44,16 @@ def _shape(x) -> tuple[int, ...]:
     return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
 
 
+def _standard_normal(key: jax.Array, treedef, specs: tuple) -> PyTree:
+    keys = jax.random.split(key, max(len(specs), 1))
+    return jax.tree_util.tree_unflatten(treedef, [jax.random.normal(k, shape, dtype) for k, (shape, dtype) in zip(keys, specs)])
+
+
 def _random_like(key: jax.Array, tree: PyTree) -> PyTree:
-    """Standard normal pytree with the structure, shapes and dtypes of ``tree``'s array leaves."""
+    """Standard normal pytree with the structure, shapes and dtypes of ``tree``'s array leaves (drawn by one
+    program compiled for compile speed: see ``diffphys._one_off``)."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    return jax.tree_util.tree_unflatten(
-        treedef, [jax.random.normal(k, _shape(x), x.dtype) for k, x in zip(keys, leaves)]
-    )
+    return drawn(_standard_normal, (treedef, tuple((_shape(x), jnp.dtype(x.dtype)) for x in leaves)), key)
 
 
 def _differentiable_part(fn: Callable, x: PyTree):

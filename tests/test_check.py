@@ -53,6 +53,26 @@ def test_checks_accept_pytrees_and_models():
     assert taylor.rate >= 1.9
 
 
+def test_random_directions_are_jax_randoms_normal_draws_from_one_program():
+    """The checks' directions: jax.random.normal for the split keys, the tree's shapes and dtypes (to the last
+    bit: they are drawn by one program compiled for compile speed), all arrays in one program."""
+    from diffphys._compile_monitor import CompileMonitor
+    from diffphys.check import _random_like
+
+    key = jax.random.key(4)
+    tree = {"a": jnp.zeros((5, 3)), "b": (jnp.zeros(7, jnp.float32), jnp.zeros(()))}
+    with CompileMonitor() as monitor:
+        directions = _random_like(key, tree)
+    assert monitor.programs == 1
+    keys = jax.random.split(key, 3)
+    leaves = jax.tree_util.tree_leaves(tree)
+    expected = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    assert jax.tree_util.tree_structure(directions) == jax.tree_util.tree_structure(tree)
+    for got, want in zip(jax.tree_util.tree_leaves(directions), expected):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=4 * float(jnp.finfo(want.dtype).eps), atol=0)
+
+
 def test_explicit_directions_and_linear_functions():
     x = jnp.arange(4.0)
     dx, dy = jnp.ones(4), jnp.arange(4.0)

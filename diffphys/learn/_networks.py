@@ -19,7 +19,6 @@ learning-accelerated computational fluid dynamics", PNAS 118 (2021) e2101784118.
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._one_off import drawn
 from ..grid import Grid1D, Grid2D, Periodic
 from ._checkpoint import read_header, read_leaves, write_with_header
 
@@ -74,25 +74,6 @@ def _mlp(key, size: int, width: int, depth: int, activation, output_scale) -> eq
     return eqx.tree_at(lambda m: m.layers, mlp, _scaled_last_layer(tuple(mlp.layers), output_scale))
 
 
-# A network's initial weights are drawn in one compiled program, compiled for compile speed (LLVM
-# optimisation level 0): it runs once, and most of its compile time was LLVM optimising the threefry
-# hash of jax.random (1.3 s for one 16x16x5 draw on a 2-core CPU, 0.1 s at level 0). Drawn op by op as
-# before, every draw and scaling of a new shape was a program of its own: a three-layer ConvNet compiled
-# 16 programs and took ~5 s before its first use, an MLP ~2.4 s. A second network of the same
-# hyper-parameters reuses the program. The draws are those of jax.random for the same keys (the integer
-# hash is exact; the scaling into [-lim, lim) may round differently in the last bit).
-@functools.partial(jax.jit, static_argnums=(0, 1), compiler_options={"xla_backend_optimization_level": 0})
-def _initial_arrays(build, hyperparameters: tuple, key):
-    return eqx.filter(build(key, *hyperparameters), eqx.is_array)
-
-
-def _initial_network(build, hyperparameters: tuple, key):
-    """``build(key, *hyperparameters)`` (an equinox module), its arrays computed by one compiled program."""
-    structure = eqx.filter(eqx.filter_eval_shape(build, key, *hyperparameters),
-                           lambda x: not isinstance(x, jax.ShapeDtypeStruct))
-    return eqx.combine(_initial_arrays(build, hyperparameters, key), structure)
-
-
 class ConvNet(eqx.Module):
     r"""A small convolutional correction network on a 1D or 2D grid, padded by the boundary conditions.
 
@@ -133,7 +114,7 @@ class ConvNet(eqx.Module):
             raise ValueError(f"ConvNet: kernel_size must be odd (a centred stencil), got {kernel_size}")
         output_scale = _check_finite_number("ConvNet: output_scale", output_scale)
         ndim = grid.ndim
-        self.layers = _initial_network(_convolutions, (ndim, (1,) + (width,) * depth + (1,), kernel_size, output_scale), key)
+        self.layers = drawn(_convolutions, (ndim, (1,) + (width,) * depth + (1,), kernel_size, output_scale), key)
         self.pad_modes = tuple("wrap" if isinstance(grid.bc[a][0], Periodic) else "edge" for a in range(ndim))
         self.pad = kernel_size // 2
         self.activation = activation
@@ -175,7 +156,7 @@ class MLP(eqx.Module):
         _check_positive_int("MLP: width", width)
         _check_positive_int("MLP: depth", depth, minimum=0)
         output_scale = _check_finite_number("MLP: output_scale", output_scale)
-        self.mlp = _initial_network(_mlp, (size, width, depth, activation, output_scale), key)
+        self.mlp = drawn(_mlp, (size, width, depth, activation, output_scale), key)
         self.size = size
 
     def __call__(self, u: Float[Array, " n"]) -> Float[Array, " n"]:
