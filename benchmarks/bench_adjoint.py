@@ -6,9 +6,9 @@ the gradient of ``sum(sin(y_n))`` with respect to ``y_0`` under
 - ``Direct()``: every step's residuals stored (memory ~ n states);
 - ``Checkpointed(every=b)``, ``b ~ sqrt(n)``: block checkpointing (memory ~ (n/b + b) states, one
   extra forward pass);
-- ``Checkpointed()`` (c ~ log2 n) / ``Checkpointed(checkpoints=b)`` (as many snapshots as the
-  block strategy keeps states): recursive binomial checkpointing through a
-  diffrax solve with ``RecursiveCheckpointAdjoint`` (memory ~ c ~ log2 n states, O(n log n) steps).
+- ``Checkpointed()`` (c = ceil(log2 n)) / ``Checkpointed(checkpoints=b)`` (as many snapshots as the
+  block strategy keeps states): recursive binomial checkpointing in equinox's checkpointed while loop
+  (memory ~ c states, O(n log n) steps).
 
 Memory is XLA's compiled memory analysis of the jitted gradient (``temp_size_in_bytes``: the
 scratch the executable allocates, which holds the stored states), also given in units of one

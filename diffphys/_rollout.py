@@ -1,4 +1,5 @@
-"""Advance a stepper many steps with ``lax.scan`` (or a diffrax loop), saving chosen steps; the adjoint strategy is passed in."""
+"""Advance a stepper many steps with ``lax.scan`` (or equinox's checkpointed while loop), saving chosen steps; the adjoint
+strategy is passed in."""
 
 from __future__ import annotations
 
@@ -6,20 +7,19 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from ._types import PyTree
-from .adjoint import AbstractAdjoint, Checkpointed, Direct, Implicit
+from .adjoint import AbstractAdjoint, Checkpointed, Direct, Implicit, snapshots
 from .models import AbstractStepper
 
 __all__ = ["check_finite_on_host", "rollout", "save_steps"]
 
 _MAX_STEP_MESSAGES = 4096
-_EXACT_FLOAT32_STEPS = 2**24
-"""Integer step times are exact in float32 up to here (the recursive path's time axis)."""
 
 
 def save_steps(n_steps: int, save_at: Sequence[int] | None = None, save_every: int | None = None) -> tuple[int, ...]:
@@ -85,8 +85,8 @@ def rollout(
     - ``save_every``: alternatively, save steps ``0, k, 2k, ..., n_steps`` (``k`` must divide ``n_steps``).
     - ``adjoint``: how reverse-mode derivatives are formed (:mod:`diffphys.adjoint`):
       :class:`~diffphys.adjoint.Direct` (default), ``Checkpointed(every=b)`` (block) or
-      ``Checkpointed(checkpoints=c)`` (recursive binomial; ``c=None``: diffrax's choice, about
-      $\log_2 n$). The forward values are the same (to round-off) whichever is chosen.
+      ``Checkpointed(checkpoints=c)`` (recursive binomial; ``c=None``: $\lceil \log_2 n \rceil$). The
+      forward values are the same (to round-off) whichever is chosen.
     - ``check_finite``: raise an error (``equinox.error_if``) naming the first saved step whose state
       is not finite, instead of returning NaN/inf silently.
 
@@ -103,28 +103,22 @@ def rollout(
       start, so memory is $\approx (n/b + b) S$, minimal near $b = \sqrt n$ (~630 states for
       $10^5$ steps), for one extra forward pass. Save intervals no longer than $b$ are recomputed
       as one block. Forward mode works.
-    - ``Checkpointed(checkpoints=c)``: recursive binomial checkpointing (Griewank's treeverse, as
-      online checkpointing in ``diffrax.RecursiveCheckpointAdjoint``): memory $\approx c\,S$ with
-      $c \sim \log_2 n$, for $O(n \log n)$ recomputed steps. The stepper drives a diffrax solve on
-      the time axis "in steps" ($t_k = k$, ``dt0=1``, so step counts and save points are exact
-      integers and the stepper never sees $t$). Reverse mode only: diffrax's checkpointed loop
-      has a custom VJP, so ``jax.jvp``/``jax.jacfwd`` raise; use ``Direct()`` or block
-      checkpointing for forward mode.
+    - ``Checkpointed(checkpoints=c)``: recursive binomial checkpointing (Griewank's treeverse, in
+      Stumm and Walther's online form, which ``equinox.internal``'s checkpointed while loop implements
+      and diffrax's ``RecursiveCheckpointAdjoint`` uses): memory $\approx c\,S$ with
+      $c = \lceil \log_2 n \rceil$ by default, for $O(n \log n)$ recomputed steps. The rollout is one
+      such loop of $n$ steps that writes each saved state into a buffer. Reverse mode only: the loop
+      has a custom VJP, so ``jax.jvp``/``jax.jacfwd`` raise; use ``Direct()`` or block checkpointing
+      for forward mode.
 
     References: A. Griewank, A. Walther, "Algorithm 799: Revolve", ACM TOMS 26 (2000) 19-45;
     P. Stumm, A. Walther, "New algorithms for optimal online checkpointing", SIAM J. Sci. Comput.
-    32 (2010) 836-854; P. Kidger, "On neural differential equations", PhD thesis (2021) (diffrax).
+    32 (2010) 836-854; P. Kidger, "On neural differential equations", PhD thesis (2021) (the checkpointed loop).
     """
     steps = save_steps(n_steps, save_at, save_every)
     adjoint = _check_rollout_adjoint(adjoint)
     if isinstance(adjoint, Checkpointed) and adjoint.every is None:
-        if steps[-1] > _EXACT_FLOAT32_STEPS and not jax.config.jax_enable_x64:
-            raise ValueError(
-                f"rollout: recursive checkpointing of {steps[-1]} steps needs float64 step times (integers are "
-                f"exact in float32 only up to {_EXACT_FLOAT32_STEPS}); enable jax_enable_x64 or use "
-                "Checkpointed(every=b)"
-            )
-        return _recursive_rollout(stepper, state, steps, adjoint.checkpoints, bool(check_finite))
+        return _recursive_rollout(stepper, state, steps, snapshots(adjoint, steps[-1]), bool(check_finite))
     every = adjoint.every if isinstance(adjoint, Checkpointed) else None
     return _rollout(stepper, state, steps, every, bool(check_finite))
 
@@ -199,12 +193,31 @@ def _rollout(stepper, state, steps: tuple[int, ...], every: int | None, check_fi
 
 
 @eqx.filter_jit
-def _recursive_rollout(stepper, state, steps: tuple[int, ...], checkpoints: int | None, check_finite: bool):
-    """The rollout as a diffrax solve with ``RecursiveCheckpointAdjoint`` (see :func:`rollout`)."""
-    from ._recursive_rollout import recursive_rollout  # diffrax: imported only by runs that use it
-
+def _recursive_rollout(stepper, state, steps: tuple[int, ...], checkpoints: int, check_finite: bool):
+    """The rollout as one checkpointed while loop (see :func:`rollout`): ``steps[-1]`` iterations of the stepper
+    that write each saved state into a buffer, with Stumm and Walther's online binomial checkpointing of
+    ``checkpoints`` states in reverse mode (``equinox.internal.while_loop(kind="checkpointed")``)."""
     stepper = _with_step_invariants(stepper)
-    trajectory = recursive_rollout(stepper, state, steps, checkpoints)
+    n = steps[-1]
+    leaves, structure = jax.tree_util.tree_flatten(state)
+    first = 1 if steps[0] == 0 else 0  # step 0 is the initial state, written before the loop
+    saved = tuple(jnp.zeros((len(steps),) + jnp.shape(x), jnp.result_type(x)).at[0].set(x) if first
+                  else jnp.zeros((len(steps),) + jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    if n > 0:
+        targets = jnp.asarray(steps[first:], dtype=jnp.int32)
+
+        def advance(carry):
+            k, j, y, saved = carry  # k steps taken; targets[j] is the next step to save
+            y = stepper(y)
+            k = k + 1
+            hit = k == targets[j]
+            saved = tuple(b.at[first + j].set(v, pred=hit) for b, v in zip(saved, jax.tree_util.tree_leaves(y)))
+            return k, j + hit.astype(jnp.int32), y, saved
+
+        start = (jnp.int32(0), jnp.int32(0), state, saved)
+        *_, saved = eqxi.while_loop(lambda carry: carry[0] < n, advance, start, max_steps=n,
+                                    buffers=lambda carry: carry[3], kind="checkpointed", checkpoints=checkpoints)
+    trajectory = jax.tree_util.tree_unflatten(structure, saved)
     if check_finite:
         trajectory = _error_if_not_finite(trajectory, steps)
     return trajectory

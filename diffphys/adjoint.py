@@ -100,6 +100,13 @@ def check_loop_adjoint(where: str, adjoint) -> AbstractAdjoint:
     return adjoint
 
 
+def snapshots(adjoint: Checkpointed, length: int) -> int:
+    r"""The number of states recursive checkpointing of $n$ = ``length`` iterations keeps: ``adjoint.checkpoints``,
+    or $\lceil \log_2 n \rceil$ when it is ``None`` (at least 1, at most $n$)."""
+    checkpoints = adjoint.checkpoints if adjoint.checkpoints is not None else (length - 1).bit_length()
+    return max(1, min(checkpoints, length))
+
+
 def scan(f: Callable, init, xs, length: int, adjoint: AbstractAdjoint = Direct()):
     r"""``lax.scan(f, init, xs, length)`` whose reverse-mode derivative follows ``adjoint``.
 
@@ -111,10 +118,7 @@ def scan(f: Callable, init, xs, length: int, adjoint: AbstractAdjoint = Direct()
     if isinstance(adjoint, Direct):
         return lax.scan(f, init, xs, length=length)
     if adjoint.every is None:
-        checkpoints = adjoint.checkpoints
-        if checkpoints is None:
-            checkpoints = max(1, (length - 1).bit_length())
-        return eqxi.scan(f, init, xs, length=length, kind="checkpointed", checkpoints=min(checkpoints, length))
+        return eqxi.scan(f, init, xs, length=length, kind="checkpointed", checkpoints=snapshots(adjoint, length))
     every = adjoint.every
     if every == 1:
         return lax.scan(jax.checkpoint(f), init, xs, length=length)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import diffphys as dp
-from diffphys.adjoint import Checkpointed, Direct, Implicit
+from diffphys.adjoint import Checkpointed, Direct, Implicit, snapshots
 
 GRID = dp.Grid1D(32)
 MODEL = dp.Heat(GRID, 0.3 + 0.1 * jnp.sin(2 * jnp.pi * GRID.x), scheme="ssprk3")
@@ -93,7 +93,7 @@ def test_block_checkpointing_gives_the_same_gradient(save_at, every):
     [(25, dict(save_at=[0, 1, 2, 5, 8, 11, 19, 20])), (12, dict(save_every=3)), (7, {}), (0, {}), (5, dict(save_at=[0]))],
 )
 def test_recursive_checkpointing_saves_the_same_states(n_steps, kwargs):
-    """The diffrax-driven loop takes exactly the scan's steps and saves the same ones (one- and two-field states)."""
+    """The checkpointed while loop takes exactly the scan's steps and saves the same ones (one- and two-field states)."""
     for model, state in ((MODEL, U0), (dp.Wave(GRID, 1.0), (U0, jnp.zeros(32)))):
         plain = dp.rollout(model, state, n_steps, **kwargs)
         recursive = dp.rollout(model, state, n_steps, adjoint=Checkpointed(), **kwargs)
@@ -130,6 +130,13 @@ def test_recursive_checkpointing_differentiates_a_closure_over_traced_parameters
         dp.rollout(lambda u: dp.Heat(GRID, k, dt=MODEL.dt).step(u), U0, 30, adjoint=adjoint) ** 2
     )
     np.testing.assert_allclose(jax.grad(run(Checkpointed()))(0.3), jax.grad(run(Direct()))(0.3), rtol=1e-12)
+
+
+def test_recursive_checkpointing_keeps_ceil_log2_n_snapshots_unless_told():
+    """The documented default, c = ceil(log2 n), shared by rollouts and solver layers; never more than n."""
+    assert [snapshots(Checkpointed(), n) for n in (1, 2, 3, 4, 5, 200, 10_000)] == [1, 1, 2, 2, 3, 8, 14]
+    assert snapshots(Checkpointed(checkpoints=3), 10) == 3
+    assert snapshots(Checkpointed(checkpoints=50), 10) == 10
 
 
 def test_recursive_checkpointing_is_reverse_mode_only():
