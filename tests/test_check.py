@@ -1,5 +1,6 @@
 """The public derivative checks detect wrong derivatives (and pass right ones)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +72,43 @@ def test_random_directions_are_jax_randoms_normal_draws_from_one_program():
     for got, want in zip(jax.tree_util.tree_leaves(directions), expected):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=4 * float(jnp.finfo(want.dtype).eps), atol=0)
+
+
+def test_one_off_draws_fall_back_to_level_0_alone_where_xla_refuses_the_older_emitters(monkeypatch):
+    """An XLA build without the CPU emitter option refuses it at compile time; the draw is then compiled at level 0
+    alone, and so are the later ones, with the same values."""
+    from diffphys import _one_off
+    from diffphys.check import _random_like
+
+    monkeypatch.setattr(_one_off, "_OLDER_CPU_EMITTERS", {"xla_cpu_no_such_option_in_any_build": False})
+    monkeypatch.setattr(_one_off, "_use_older_emitters", True)
+    _one_off._program.cache_clear()
+    try:
+        key, tree = jax.random.key(5), {"a": jnp.zeros((4, 3))}
+        directions = _random_like(key, tree)
+        assert _one_off._use_older_emitters is False
+        expected = jax.random.normal(jax.random.split(key, 1)[0], (4, 3))
+        np.testing.assert_allclose(directions["a"], expected, rtol=4 * float(jnp.finfo(expected.dtype).eps), atol=0)
+    finally:
+        _one_off._program.cache_clear()
+
+
+def test_one_off_draws_inside_a_callers_jit_are_traced_into_its_program():
+    """JAX refuses compile options on a nested jit: inside a caller's jit (key traced or closed over) the draws
+    join the caller's program, with the same values."""
+    from diffphys.check import _random_like
+
+    key, tree = jax.random.key(4), {"a": jnp.zeros((5, 3)), "b": jnp.zeros(2)}
+    outside = _random_like(key, tree)
+    for inside in (jax.jit(lambda k: _random_like(k, tree))(key), jax.jit(lambda: _random_like(key, tree))()):
+        for got, want in zip(jax.tree_util.tree_leaves(inside), jax.tree_util.tree_leaves(outside)):
+            np.testing.assert_allclose(got, want, rtol=4 * float(jnp.finfo(want.dtype).eps), atol=0)
+    grid = dp.Grid1D(16)
+    net = dp.learn.ConvNet(grid, key=jax.random.key(1), width=4, depth=1, kernel_size=3)
+    jitted = eqx.filter_jit(lambda k: dp.learn.ConvNet(grid, key=k, width=4, depth=1, kernel_size=3))(jax.random.key(1))
+    for got, want in zip(jax.tree_util.tree_leaves(eqx.filter(jitted, eqx.is_array)),
+                         jax.tree_util.tree_leaves(eqx.filter(net, eqx.is_array))):
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=4 * float(jnp.finfo(want.dtype).eps * jnp.max(jnp.abs(want))))
 
 
 def test_explicit_directions_and_linear_functions():

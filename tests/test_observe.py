@@ -159,6 +159,26 @@ def test_twin_experiment_is_reproducible_and_noisy_as_asked():
     assert c.background is None and not np.allclose(c.observations, a.observations, equal_nan=True)
 
 
+def test_twin_experiment_draws_are_jax_randoms_for_the_split_key():
+    """Noise R^½ξ, lost readings and background x_t + B^½η come from jax.random.split(key, 3) as documented, so a
+    seed gives the same experiment whichever program draws them (a one-off program, apart from the truth run)."""
+    model = dp.Heat(GRID_1D, 0.05, dt=2e-3)
+    H = ob.PointSensors(GRID_1D, np.linspace(0.1, 1.9, 7))
+    schedule = ob.ObservationSchedule.from_steps(range(2, 21, 2), H, dt=model.dt)
+    u0 = jnp.cos(GRID_1D.x)
+    B = ob.DiffusionB(GRID_1D, 0.2, 0.3)
+    key = jax.random.key(11)
+    twin = ob.twin_experiment(model, u0, schedule, 0.05, key, background=B, missing_fraction=0.3)
+    k_noise, k_missing, k_background = jax.random.split(key, 3)
+    lost = np.asarray(jax.random.bernoulli(k_missing, 0.3, (schedule.size,)))
+    assert 0 < lost.sum() < schedule.size
+    np.testing.assert_array_equal(np.isnan(twin.observations), lost)
+    noise = 0.05 * jax.random.normal(k_noise, (schedule.size,))
+    np.testing.assert_allclose(twin.observations[~lost], (twin.clean_observations + noise)[~lost], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(twin.background, u0 + B.sqrt(jax.random.normal(k_background, u0.shape)),
+                               rtol=1e-13, atol=1e-14)
+
+
 def test_twin_experiment_background_of_a_tuple_state_perturbs_the_observed_field():
     grid = dp.Grid1D(16, 1.0, bc="dirichlet")
     wave = dp.Wave(grid, 1.0)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._one_off import drawn
 from .._rollout import check_finite_on_host, rollout
 from .._types import PyTree
 from .._validate import is_concrete
@@ -77,28 +78,42 @@ def twin_experiment(
     # Outside a trace the truth run is checked on the host, which keeps the compiled program free of
     # host callbacks (equinox's run-time errors), so JAX's persistent cache can store it.
     traced = not is_concrete((model, truth, key, background))
-    trajectory, clean, noisy, background = _simulate(model, truth, schedule, R, key, background, missing_fraction,
-                                                     traced)
+    perturbed = None
+    if isinstance(background, AbstractCovariance):
+        perturbed = truth[schedule.field] if isinstance(truth, tuple) else truth
+    draws = drawn(_standard_draws, (schedule.size, float(missing_fraction),
+                                    None if perturbed is None else jnp.shape(perturbed), jnp.result_type(float)), key)
+    trajectory, clean, noisy, background = _simulate(model, truth, schedule, R, background, draws, traced)
     if not traced:
         check_finite_on_host(trajectory, schedule.steps, "twin_experiment: the truth run")
     return TwinExperiment(truth, trajectory, noisy, clean, R, background)
 
 
-@eqx.filter_jit
-def _simulate(model, truth, schedule, R, key, background, missing_fraction, check_finite: bool):
-    """The experiment's arithmetic, one compiled program: truth run, observation, noise, gaps, background."""
+def _standard_draws(key, n_observations: int, missing_fraction: float, background_shape, dtype):
+    """The experiment's random numbers, from one key split in three: standard normal noise per observation, the
+    mask of lost readings (``None`` without losses), a standard normal field for the background (``None``
+    without ``B``). Drawn by a one-off program (:func:`~diffphys._one_off.drawn`), apart from the truth run."""
     k_noise, k_missing, k_background = jax.random.split(key, 3)
+    noise = jax.random.normal(k_noise, (n_observations,), dtype)
+    lost = jax.random.bernoulli(k_missing, missing_fraction, (n_observations,)) if missing_fraction > 0.0 else None
+    field = None if background_shape is None else jax.random.normal(k_background, background_shape, dtype)
+    return noise, lost, field
+
+
+@eqx.filter_jit
+def _simulate(model, truth, schedule, R, background, draws, check_finite: bool):
+    """The experiment's arithmetic, one compiled program: truth run, observation, noise R^½ξ, gaps, background
+    x_t + B^½η, from the standard draws (ξ, lost, η)."""
+    noise, lost, field = draws
     trajectory = rollout(model, truth, schedule.n_steps, save_at=schedule.steps, check_finite=check_finite)
     clean = schedule.observe(trajectory)
-    noisy = clean + R.sample(k_noise, clean)
-    if missing_fraction > 0.0:
-        lost = jax.random.bernoulli(k_missing, missing_fraction, noisy.shape)
+    noisy = clean + R.sqrt(noise)
+    if lost is not None:
         noisy = jnp.where(lost, jnp.nan, noisy)
     if isinstance(background, AbstractCovariance):
         if isinstance(truth, tuple):
-            field = truth[schedule.field]
-            perturbed = field + background.sample(k_background, field)
+            perturbed = truth[schedule.field] + background.sqrt(field)
             background = tuple(perturbed if i == schedule.field else f for i, f in enumerate(truth))
         else:
-            background = truth + background.sample(k_background, truth)
+            background = truth + background.sqrt(field)
     return trajectory, clean, noisy, background
