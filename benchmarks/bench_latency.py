@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,11 +46,13 @@ def _child(case_name: str) -> dict:
     started = time.perf_counter()
     jax.config.update("jax_enable_x64", True)
     from diffphys._app.runner import run_case
+    from diffphys._app.xla_options import choose_for
     from diffphys._compile_monitor import CompileMonitor
     from diffphys.cases import load_case
 
     import_s = time.perf_counter() - started
     case = load_case(case_name)
+    choose_for(case)  # as `diffphys run` does, before the first computation
     runs = []
     for _ in range(2):
         with tempfile.TemporaryDirectory() as out, CompileMonitor() as monitor:
@@ -58,7 +61,8 @@ def _child(case_name: str) -> dict:
             wall = time.perf_counter() - start
         runs.append({"wall_s": wall, "compile_s": monitor.seconds, "programs": monitor.programs,
                      "iterations": summary["iterations"]})
-    return {"case": case_name, "import_s": import_s, "cold": runs[0], "warm": runs[1]}
+    return {"case": case_name, "import_s": import_s, "xla_flags": os.environ.get("XLA_FLAGS", ""), "cold": runs[0],
+            "warm": runs[1]}
 
 
 def _hvp_ratios(case_name: str, applications: int = 20) -> dict:

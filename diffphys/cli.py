@@ -128,9 +128,11 @@ def _run(args) -> int:
     jax.config.update("jax_enable_x64", True)
     from ._app.cache import cache_dir, enable_cache
     from ._app.runner import run_case
+    from ._app.xla_options import choose_for
     from .cases import load_case
 
     case = load_case(args.case, args.overrides)
+    choose_for(case)  # XLA's CPU emitters, before the first computation starts JAX's backend
     out = args.out if args.out is not None else Path("diffphys-runs") / case.name
     enable_cache(None if args.no_cache else cache_dir())
     run_case(case, out, progress=None if args.quiet else (lambda line: print(line, flush=True)), overwrite=args.overwrite)

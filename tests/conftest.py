@@ -10,28 +10,22 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def _legacy_cpu_fusion_emitters() -> None:
-    """Compile the suite with XLA:CPU's element-wise fusion emitters (before JAX reads XLA_FLAGS).
+    """Compile the suite with XLA:CPU's older element-wise fusion emitters (before JAX reads XLA_FLAGS).
 
     jaxlib 0.10 compiles CPU fusions through the newer MLIR emitters by default; for the suite's many small
     programs that is most of its time (XLA's backend compilation is about 80 % of the suite), and the older
     emitters compile them 30-37 % faster (test_gauss_newton.py: 134-141 s -> 87-99 s, alternated runs). The
     arithmetic is the same up to round-off: every accuracy, adjoint and Taylor test passes under both.
     Subprocesses the tests start (`diffphys run`, benchmark smokes, notebook kernels) inherit the flag.
-    DIFFPHYS_TEST_XLA_DEFAULTS=1 runs the suite with XLA's defaults instead. Users' runs are not affected: for
-    the larger 2D programs the newer emitters are faster (advection2d-sparse warm solve 19 s vs 27 s).
+    DIFFPHYS_TEST_XLA_DEFAULTS=1 runs the suite with XLA's defaults instead. `diffphys run` asks for the same
+    emitters for 1D cases and keeps XLA's default for 2D ones, whose stencils run faster with the newer
+    emitters (diffphys/_app/xla_options.py).
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     if os.environ.get("DIFFPHYS_TEST_XLA_DEFAULTS", "").strip().lower() in ("1", "true", "yes"):
         return
-    try:
-        jaxlib = version("jaxlib")
-    except PackageNotFoundError:
-        return
-    flag = "--xla_cpu_use_fusion_emitters=false"
-    flags = os.environ.get("XLA_FLAGS", "")
-    if jaxlib.startswith("0.10.") and "xla_cpu_use_fusion_emitters" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    from diffphys._app.xla_options import ask_for_older_cpu_emitters
+
+    ask_for_older_cpu_emitters()
 
 
 _legacy_cpu_fusion_emitters()

@@ -1,6 +1,7 @@
 """The ``diffphys`` command line (at reduced size)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -261,3 +262,22 @@ def test_run_overwrite_removes_the_previous_runs_plots_and_keeps_other_files(tmp
     assert f"removed the previous outputs analysis.png, cost.png, summary.json from {out}/" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["analysis.nc", "notes.txt", "summary.json"]
     assert json.loads((out / "summary.json").read_text())["case"] == "heat1d-sparse"
+
+
+@pytest.mark.parametrize("case, older", [("heat1d-sparse", True), ("lorenz96-4dvar", False), ("advection2d-sparse", False)])
+def test_run_asks_xla_for_the_older_cpu_emitters_for_a_1d_case_before_it_computes(case, older, tmp_path, monkeypatch):
+    """A single-window 1D case compiles with XLA:CPU's older element-wise emitters (faster to compile, as fast to
+    run in 1D, on the measured jaxlib 0.10); a 2D or cycled case with XLA's default; a user's own choice in
+    XLA_FLAGS is kept."""
+    import diffphys._app.runner as runner
+    from diffphys._app.xla_options import OLDER_CPU_EMITTERS, _measured_jaxlib
+
+    seen = []
+    monkeypatch.setattr(runner, "run_case", lambda *args, **kwargs: seen.append(os.environ.get("XLA_FLAGS")))
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    assert main(["run", case, "--out", str(tmp_path / "a"), "--no-cache"]) == 0
+    expected = "--xla_force_host_platform_device_count=1" + (f" {OLDER_CPU_EMITTERS}" if older and _measured_jaxlib() else "")
+    assert seen == [expected]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")
+    assert main(["run", case, "--out", str(tmp_path / "b"), "--no-cache"]) == 0
+    assert seen[-1] == "--xla_cpu_use_fusion_emitters=true"
