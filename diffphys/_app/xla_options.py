@@ -1,8 +1,8 @@
 """XLA's CPU code generator for a command-line run, chosen from the case before JAX starts its backend.
 
 jaxlib 0.10 compiles element-wise fusions on the CPU through XLA's newer MLIR emitters by default. Its older
-emitters compile 20-40 % faster; they run 1D stencils as fast or faster, and 2D stencils slower (1.0-1.5x the
-time); see benchmarks/README, "XLA:CPU's fusion emitters for `diffphys run`". A single-window run of a case on a
+emitters compile 10-40 % faster; they run 1D stencils as fast or faster, and 2D stencils mostly slower (up to
+1.5x the time); see benchmarks/README, "XLA:CPU's fusion emitters for `diffphys run`". A single-window run of a case on a
 1D grid is mostly compilation (a cold ``heat1d-sparse`` run: 80-86 %), so ``diffphys run`` asks for the older
 emitters there, through ``XLA_FLAGS``, which JAX reads once, when it starts its backend. 2D cases and cycled
 runs (mostly solving: ``lorenz96-4dvar``'s 330 windows ran 5-16 % slower warm with the older emitters) keep
