@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import ADVECTION_SCHEMES, advection_faces, diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
+from .._symmetric_tangent import symmetric_tangent
 from ..grid import AbstractGrid
 from ._advection import _velocity_field, advective_rate, advective_tendency
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
@@ -75,6 +76,7 @@ class AdvectionDiffusion(AbstractStepper):
         faces = None if self._faces is None else self._faces[1]
         return advective_tendency(u, self.velocity, self.grid, self.reconstruction, faces=faces)
 
+    @symmetric_tangent  # affine, symmetric: its adjoint is its tangent map
     def implicit_rhs(self, u):
         r"""$f_I(u) = \nabla\cdot(\kappa\nabla u) + f$."""
         du = div_kappa_grad(u, self.kappa, self.grid, faces=None if self._faces is None else self._faces[0])

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
+from .._symmetric_tangent import symmetric_tangent
 from .._validate import array_module
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
@@ -58,6 +59,7 @@ class Heat(AbstractStepper):
         self.dt = resolve_time_step(self, dt)
         self._faces = None
 
+    @symmetric_tangent  # affine, symmetric: its adjoint is its tangent map
     def rhs(self, u):
         du = div_kappa_grad(u, self.kappa, self.grid, faces=self._faces)
         return du if self.source is None else du + self.source

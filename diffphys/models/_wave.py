@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._stencil import diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
+from .._symmetric_tangent import symmetric_tangent
 from .._validate import array_module
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
@@ -59,6 +60,7 @@ class Wave(AbstractStepper):
         self.dt = resolve_time_step(self, dt)
         self._faces = None
 
+    @symmetric_tangent  # affine, symmetric: its adjoint is its tangent map
     def acceleration(self, u):
         r"""$a(u) = \nabla\cdot(c^2\nabla u) + f$."""
         a = div_kappa_grad(u, self.speed**2, self.grid, faces=self._faces)
