@@ -67,21 +67,9 @@ def _tangent(method, model, v):
     return eqxi.filter_primitive_bind(_tangent_p, method, model, v)
 
 
-def _jvp_in_model(fn, model, t_model):
-    """The tangent of ``fn(model)`` in the direction ``t_model`` (``None`` leaves: no tangent), or ``None``."""
-    leaves, treedef = jax.tree_util.tree_flatten(model)
-    t_leaves = treedef.flatten_up_to(t_model)
-    moving = [i for i, t in enumerate(t_leaves) if t is not None]
-    if not moving:
-        return None
-
-    def of_moving(*values):
-        new = list(leaves)
-        for i, value in zip(moving, values):
-            new[i] = value
-        return fn(jax.tree_util.tree_unflatten(treedef, new))
-
-    return jax.jvp(of_moving, tuple(leaves[i] for i in moving), tuple(t_leaves[i] for i in moving))[1]
+def _moving(t_model) -> bool:
+    """Whether any of the model's arrays has a tangent (``None`` leaves: symbolic zeros)."""
+    return any(t is not None for t in jax.tree_util.tree_leaves(t_model))
 
 
 def _sum(a, b):
@@ -106,8 +94,10 @@ def _tangent_jvp(primals, tangents):
     method, model, v = primals
     _, t_model, t_v = tangents
     t_v = None if t_v is None else _materialised(v, t_v)
-    t_out = _sum(None if t_v is None else _tangent(method, model, t_v),
-                 _jvp_in_model(lambda m: _tangent_map(method, m, v), model, t_model))
+    in_model = None
+    if _moving(t_model):
+        in_model = eqx.filter_jvp(lambda m: _tangent_map(method, m, v), (model,), (t_model,))[1]
+    t_out = _sum(None if t_v is None else _tangent(method, model, t_v), in_model)
     return _tangent(method, model, v), t_out
 
 
@@ -137,7 +127,7 @@ def _call(method, model, state):
 def _call_jvp(primals, tangents):
     method, model, state = primals
     _, t_model, t_state = tangents
-    if any(t is not None for t in jax.tree_util.tree_leaves(t_model)):
+    if _moving(t_model):
         # A parameter moves: JAX's own derivative of the part, as for any other model (see the module docstring).
         return eqx.filter_jvp(method, (model, state), (t_model, t_state))
     out = _call(method, model, state)
