@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from ._validate import is_concrete
 from .grid import AbstractGrid, Dirichlet, Neumann, Periodic
 
 ADVECTION_SCHEMES = ("upwind", "weno5")
@@ -382,7 +384,7 @@ def _weno5z_face_jvp(primals, tangents):
     return face, tangent
 
 
-def _upwind_face_states(u, face_velocity, grid: AbstractGrid, axis: int):
+def _upwind_face_states(u, face_velocity, grid: AbstractGrid, axis: int, side: int = 0):
     """WENO5-Z reconstructions of ``u`` on the ``n + 1`` faces of ``axis``, each from its upwind side.
 
     A face with ``v > 0`` takes the left-biased value (cells ``f-3 .. f+1``, the upwind one first),
@@ -390,26 +392,71 @@ def _upwind_face_states(u, face_velocity, grid: AbstractGrid, axis: int):
     reconstruction runs once per face: computing both sides and weighting them by ``max(v, 0)`` and
     ``min(v, 0)`` gives the same fluxes (the other side's weight is an exact zero) for twice the work
     and twice the program.
+
+    ``side`` (:func:`upwind_sides`): ``+1`` or ``-1`` when every face of the axis is known, before tracing,
+    to take the left- or right-biased window. The windows are then plain slices, with no per-face choice:
+    the same values (to round-off), a forward pass 1.1-1.7x and a gradient 1.3-1.6x faster (SSP-RK3 rollouts,
+    1D and 2D; the choice's transpose is two selections and a padded sum per window in every backward
+    stage) and 10-18 % less compilation (``benchmarks/README.md``).
+    ``0``: chosen per face from the sign of ``face_velocity``.
     """
     n = u.shape[axis]
     up = pad(u, grid, axis, 3)
     s = [_slice(up, k, k + n + 1, axis=axis) for k in range(6)]
     # Face f sits between cells f-1 and f; s[k] holds cell f - 3 + k.
+    if side:
+        return _weno5z_face(*(s[k] if side > 0 else s[5 - k] for k in range(5)))
     positive = face_velocity > 0
     upwind = [jnp.where(positive, s[k], s[5 - k]) for k in range(5)]
     return _weno5z_face(*upwind)
 
 
-def advection_faces(velocity, grid: AbstractGrid) -> tuple:
+def _face_signs_on_host(component: np.ndarray, grid: AbstractGrid, axis: int) -> np.ndarray:
+    """The signs of :func:`face_average` of a velocity ``component`` along ``axis`` (``n + 1`` faces), by NumPy."""
+    c = np.moveaxis(component, axis, 0)
+    if isinstance(grid.bc[axis][0], Periodic):
+        extended = np.concatenate([c[-1:], c, c[:1]])
+    else:  # the linear extrapolation face_average takes to the boundary faces
+        extended = np.concatenate([2.0 * c[:1] - c[1:2], c, 2.0 * c[-1:] - c[-2:-1]])
+    return np.sign(0.5 * (extended[:-1] + extended[1:]))
+
+
+def upwind_sides(velocity, grid: AbstractGrid) -> tuple[int, ...]:
+    """Per axis, the side all its faces take WENO values from, when it is one side for every face.
+
+    ``+1``: every face velocity (:func:`advection_faces`) is > 0, so every face reconstructs from its left
+    (lower) cells; ``-1``: every one is < 0; ``0``: signs differ or a face velocity is 0, or ``velocity`` is
+    traced (inside ``jit``), so that each face chooses at run time. Computed on the host, at a model's
+    construction: the result is static (it shapes the program), and :func:`advection_faces` turns a face
+    that contradicts it into NaN (a velocity replaced without rebuilding the model), so a stale side is
+    reported as a non-finite state, never used silently.
+    """
+    if not is_concrete(velocity):
+        return (0,) * grid.ndim
+    velocity = np.asarray(velocity)  # converted before indexing: indexing a device array compiles a program
+    sides = []
+    for axis in range(grid.ndim):
+        signs = _face_signs_on_host(velocity[axis], grid, axis)
+        sides.append(1 if np.all(signs > 0) else -1 if np.all(signs < 0) else 0)
+    return tuple(sides)
+
+
+def advection_faces(velocity, grid: AbstractGrid, sides: tuple[int, ...] | None = None) -> tuple:
     """The face velocities :func:`div_flux_advective` uses: per axis, its component on the ``n + 1`` faces.
 
-    They do not depend on ``u``; a time loop computes them once (see :func:`diffusion_faces`).
+    They do not depend on ``u``; a time loop computes them once (see :func:`diffusion_faces`). With
+    ``sides`` (:func:`upwind_sides`), a face whose velocity does not have its axis's side (``+1``: > 0,
+    ``-1``: < 0) is NaN: WENO would reconstruct it from the wrong side, and the NaN makes the state
+    non-finite, which rollouts and solvers report, instead of a wrong value.
     """
-    return tuple(face_average(velocity[axis], grid, axis) for axis in range(grid.ndim))
+    faces = tuple(face_average(velocity[axis], grid, axis) for axis in range(grid.ndim))
+    if sides is None:
+        return faces
+    return tuple(v if not side else jnp.where(side * v > 0, v, jnp.nan) for v, side in zip(faces, sides))
 
 
 def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind", *,
-                       faces: tuple | None = None) -> jnp.ndarray:
+                       faces: tuple | None = None, sides: tuple[int, ...] | None = None) -> jnp.ndarray:
     r"""Conservative advective flux divergence $\nabla\cdot(\mathbf v u)$ with upwinding on each face.
 
     $$[\nabla\cdot(\mathbf v u)]_i \approx \sum_{\text{axes}}
@@ -422,13 +469,16 @@ def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind", 
 
     **Arguments:** ``u`` of shape ``grid.shape``; ``velocity`` of shape ``(grid.ndim, *grid.shape)``
     (component ``a`` along axis ``a``); ``grid``; ``scheme``; ``faces``: :func:`advection_faces` of
-    ``velocity`` computed beforehand (the same values), or ``None`` to compute them here.
+    ``velocity`` (and ``sides``) computed beforehand (the same values), or ``None`` to compute them here;
+    ``sides``: :func:`upwind_sides` of ``velocity`` (WENO5 takes each axis's windows from that side without
+    a per-face choice), or ``None`` to choose per face.
 
     **Returns:** an array of shape ``grid.shape``.
     """
-    faces = advection_faces(velocity, grid) if faces is None else faces
+    faces = advection_faces(velocity, grid, sides) if faces is None else faces
+    sides = (0,) * grid.ndim if sides is None else sides
     out = jnp.zeros_like(u)
-    for axis, (h, v) in enumerate(zip(grid.spacing, faces)):
+    for axis, (h, v, side) in enumerate(zip(grid.spacing, faces, sides)):
         if scheme == "upwind":
             lo, hi = ghost_cells(u, grid, axis, 1)
             v_low, v_high = _low_high(v, axis)
@@ -438,7 +488,7 @@ def div_flux_advective(u, velocity, grid: AbstractGrid, scheme: str = "upwind", 
             low_boundary = jnp.maximum(v0, 0.0) * lo + jnp.minimum(v0, 0.0) * _first(u, axis)
             out = out + _divergence(high_flux, low_boundary, grid, axis, h)
         elif scheme == "weno5":
-            low, high = _low_high(v * _upwind_face_states(u, v, grid, axis), axis)
+            low, high = _low_high(v * _upwind_face_states(u, v, grid, axis, side), axis)
             out = out + (high - low) / h
         else:
             raise ValueError(f"unknown advection scheme {scheme!r}; valid are {ADVECTION_SCHEMES}")

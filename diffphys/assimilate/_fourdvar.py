@@ -119,11 +119,15 @@ class Parameter(AbstractControl):
         the field), checked as the model's constructor would when ``value`` is concrete."""
         self._check_field_of(model)
         model = eqx.tree_at(lambda m: getattr(m, self.name), model, value)
-        if is_concrete(value) and isinstance(model, AbstractStepper):
+        rebuild = isinstance(model, AbstractStepper) and self.name in model._static_from_fields
+        if rebuild or (is_concrete(value) and isinstance(model, AbstractStepper)):
             # tree_at skips the model's construction checks; run them on a concrete value (a traced one, inside
-            # the solve, cannot be checked: callers check the final analysis, e.g. through model_for).
+            # the solve, cannot be checked: callers check the final analysis, e.g. through model_for). A field the
+            # constructor derives static data from (Advection's upwind sides) takes the rebuilt model: for a
+            # traced value, data that holds whatever the value turns out to be.
             try:
-                model.checked()
+                checked = model.checked()
+                model = checked if rebuild else model
             except ValueError as error:
                 hint = ("; with transform='identity' nothing keeps the field in range: transform='log' keeps a "
                         "positive parameter positive" if self.transform == "identity" else "")

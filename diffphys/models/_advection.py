@@ -2,13 +2,15 @@ r"""Linear advection in conservative (flux) form with a constant or spatially va
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._stencil import ADVECTION_SCHEMES, advection_faces, div_flux_advective
+from .._stencil import ADVECTION_SCHEMES, advection_faces, div_flux_advective, upwind_sides
 from .._validate import array_module, check_field, device_array
 from ..grid import AbstractGrid
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
@@ -34,6 +36,13 @@ class Advection(AbstractStepper):
     Boundary conditions: use periodic, or Dirichlet (the inflow value) on inflow sides and
     zero-gradient Neumann on outflow sides.
 
+    WENO5's upwind side: when every face velocity of an axis has one sign (a concrete velocity at
+    construction), the axis's faces all reconstruct from that side without a per-face choice, which makes
+    rollouts and their gradients faster (:func:`diffphys._stencil.upwind_sides`). The side is static: a
+    velocity replaced with ``eqx.tree_at`` must keep it (faces that do not are NaN, so rollouts report a
+    non-finite state rather than use the wrong side); rebuild with ``model.checked()`` to find it again.
+    4D-Var's ``Parameter("velocity")`` control rebuilds the model itself.
+
     **Arguments:**
 
     - ``grid``: a :class:`~diffphys.Grid1D` or :class:`~diffphys.Grid2D`.
@@ -51,6 +60,9 @@ class Advection(AbstractStepper):
     reconstruction: str = eqx.field(static=True)
     scheme: AbstractScheme = eqx.field(static=True)
     _faces: tuple | None = None  # advection_faces(velocity), filled only inside a time loop (see _with_step_invariants)
+    # WENO5's upwind side per axis when it is one for all faces (diffphys._stencil.upwind_sides), found at construction
+    _upwind: tuple[int, ...] = eqx.field(static=True, default=())
+    _static_from_fields: ClassVar[frozenset[str]] = frozenset({"velocity"})
 
     def __init__(self, grid: AbstractGrid, velocity, *, dt: float | None = None, reconstruction="weno5", scheme="ssprk3"):
         check_grid("Advection", grid)
@@ -64,12 +76,14 @@ class Advection(AbstractStepper):
         self.scheme = time_scheme(scheme)
         self.dt = resolve_time_step(self, dt)
         self._faces = None
+        self._upwind = weno_sides(self.velocity, grid, reconstruction)
 
     def rhs(self, u):
-        return advective_tendency(u, self.velocity, self.grid, self.reconstruction, faces=self._faces)
+        return advective_tendency(u, self.velocity, self.grid, self.reconstruction, faces=self._faces,
+                                  sides=self._upwind)
 
     def _with_step_invariants(self):
-        return with_faces(self, advection_faces(self.velocity, self.grid))
+        return with_faces(self, advection_faces(self.velocity, self.grid, self._upwind))
 
     def jacobian_properties(self, part="rhs"):
         # Upwind fluxes are linear in u; WENO's nonlinear weights are not.
@@ -86,14 +100,22 @@ class Advection(AbstractStepper):
         return jnp.sum(u) * self.grid.cell_volume
 
 
-def advective_tendency(u, velocity, grid: AbstractGrid, reconstruction: str, *, faces: tuple | None = None):
-    r"""$-\nabla\cdot(\mathbf v u)$ with the given face reconstruction (``faces``: see :func:`div_flux_advective`)."""
+def advective_tendency(u, velocity, grid: AbstractGrid, reconstruction: str, *, faces: tuple | None = None,
+                       sides: tuple[int, ...] | None = None):
+    r"""$-\nabla\cdot(\mathbf v u)$ with the given face reconstruction (``faces``, ``sides``: see
+    :func:`div_flux_advective`)."""
     if reconstruction == "weno5":
         # WENO's ~50 intermediates per axis would all be stored for reverse mode; recomputing
         # them from u in the backward pass keeps gradient memory at a few states per stage
         # (measured: grad/forward 12 -> 4.5 and 50x less memory, 1D N=4096).
-        return jax.checkpoint(lambda w: -div_flux_advective(w, velocity, grid, "weno5", faces=faces))(u)
+        return jax.checkpoint(lambda w: -div_flux_advective(w, velocity, grid, "weno5", faces=faces, sides=sides))(u)
     return -div_flux_advective(u, velocity, grid, reconstruction, faces=faces)
+
+
+def weno_sides(velocity, grid: AbstractGrid, reconstruction: str) -> tuple[int, ...]:
+    """The static upwind side per axis (:func:`diffphys._stencil.upwind_sides`) for WENO5; no side (0) for the
+    first-order upwind scheme, whose flux ``max(v, 0) u_i + min(v, 0) u_{i+1}`` makes no choice."""
+    return upwind_sides(velocity, grid) if reconstruction == "weno5" else (0,) * grid.ndim
 
 
 def advective_rate(velocity, grid: AbstractGrid):

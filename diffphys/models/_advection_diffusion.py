@@ -2,6 +2,8 @@ r"""Advection–diffusion, for IMEX time stepping: explicit advection, implicit 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -9,7 +11,7 @@ from jaxtyping import Array, Float
 from .._stencil import ADVECTION_SCHEMES, advection_faces, diffusion_faces, div_kappa_grad, div_kappa_grad_diagonal
 from .._symmetric_tangent import symmetric_tangent
 from ..grid import AbstractGrid
-from ._advection import _velocity_field, advective_rate, advective_tendency
+from ._advection import _velocity_field, advective_rate, advective_tendency, weno_sides
 from ._base import AbstractStepper, as_field, check_grid, resolve_time_step, with_faces
 from ..schemes import AbstractImplicitScheme, AbstractScheme, time_scheme
 
@@ -48,6 +50,9 @@ class AdvectionDiffusion(AbstractStepper):
     scheme: AbstractScheme = eqx.field(static=True)
     # (diffusion_faces(kappa), advection_faces(velocity)), filled only inside a time loop (see _with_step_invariants)
     _faces: tuple | None = None
+    # WENO5's upwind side per axis when it is one for all faces (diffphys._stencil.upwind_sides), found at construction
+    _upwind: tuple[int, ...] = eqx.field(static=True, default=())
+    _static_from_fields: ClassVar[frozenset[str]] = frozenset({"velocity"})
 
     def __init__(
         self, grid: AbstractGrid, velocity, kappa, *, dt=None, source=None, reconstruction="weno5", scheme="imex_ars443"
@@ -70,11 +75,12 @@ class AdvectionDiffusion(AbstractStepper):
             )
         self.dt = resolve_time_step(self, dt)
         self._faces = None
+        self._upwind = weno_sides(self.velocity, grid, reconstruction)
 
     def explicit_rhs(self, u):
         r"""$f_E(u) = -\nabla\cdot(\mathbf v u)$."""
         faces = None if self._faces is None else self._faces[1]
-        return advective_tendency(u, self.velocity, self.grid, self.reconstruction, faces=faces)
+        return advective_tendency(u, self.velocity, self.grid, self.reconstruction, faces=faces, sides=self._upwind)
 
     @symmetric_tangent  # affine, symmetric: its adjoint is its tangent map
     def implicit_rhs(self, u):
@@ -86,7 +92,8 @@ class AdvectionDiffusion(AbstractStepper):
         return self.explicit_rhs(u) + self.implicit_rhs(u)
 
     def _with_step_invariants(self):
-        return with_faces(self, (diffusion_faces(self.kappa, self.grid), advection_faces(self.velocity, self.grid)))
+        return with_faces(self, (diffusion_faces(self.kappa, self.grid),
+                                 advection_faces(self.velocity, self.grid, self._upwind)))
 
     def jacobian_properties(self, part="rhs"):
         if part == "implicit_rhs":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import inspect
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -30,6 +31,9 @@ class AbstractStepper(eqx.Module):
     grid: eqx.AbstractVar[AbstractGrid]
     dt: eqx.AbstractVar[float]
     scheme: eqx.AbstractVar[AbstractScheme]
+    # Fields the constructor derives static data from (Advection's WENO upwind sides from its velocity): code that
+    # replaces one of them (4D-Var's Parameter control) rebuilds the model through its constructor (`checked`).
+    _static_from_fields: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def rhs(self, state):
