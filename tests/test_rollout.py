@@ -80,6 +80,7 @@ def _assert_same_gradient(reference, other, rtol):
         np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(a))))
 
 
+@pytest.mark.xla_default_optimisation  # gradients of two programs agree to 1e-12 (tests/conftest.py)
 @pytest.mark.parametrize("save_at", [None, (0, 37, 200, 201, 450)])
 @pytest.mark.parametrize("every", [1, 16, 64, 1000])
 def test_block_checkpointing_gives_the_same_gradient(save_at, every):
@@ -109,6 +110,7 @@ def test_recursive_checkpointing_gives_the_same_gradient(save_at, checkpoints):
     _assert_same_gradient(plain, recursive, 1e-10)
 
 
+@pytest.mark.xla_default_optimisation  # a 1e-12 dot-product test across two programs (tests/conftest.py)
 def test_recursive_checkpointing_passes_the_dot_product_and_taylor_tests():
     """Its reverse mode is the transpose of the plain rollout's forward mode, and its gradient is a derivative.
 
