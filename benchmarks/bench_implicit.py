@@ -16,7 +16,7 @@ and measured, not run. Prints a table and writes ``benchmarks/results/implicit_<
 
     python benchmarks/bench_implicit.py            # float64
     python benchmarks/bench_implicit.py --f32      # float32
-    python benchmarks/bench_implicit.py --quick    # 64x64, 10 steps: a smoke run
+    python benchmarks/bench_implicit.py --quick    # 32x32, 10 steps, one timed call: a smoke run
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from _common import median_time, write_json
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--f32", action="store_true", help="float32 (default float64: CG with an out-of-reach tolerance can break down in float32)")
-    parser.add_argument("--quick", action="store_true", help="64x64 and 10 rollout steps")
+    parser.add_argument("--quick", action="store_true", help="32x32, 10 rollout steps and one timed call per program (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     args.x64 = not args.f32
@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     from reference import cg_unrolled
     from diffphys._stencil import div_kappa_grad
 
-    n = 64 if args.quick else 256
+    n = 32 if args.quick else 256
+    repeats = 1 if args.quick else 3
     n_steps = 10 if args.quick else 100
     budgets = (10, 50) if args.quick else (10, 50, 200)
     dtype = jnp.float64 if args.x64 else jnp.float32
@@ -86,8 +87,8 @@ def main(argv=None) -> int:
                     row["forward_s"] = row["grad_s"] = None
                     row["note"] = "not run: gradient memory above half the machine's"
                 else:
-                    row["forward_s"] = median_time(lambda: fwd(kappa, u0))
-                    row["grad_s"] = median_time(lambda: grad(kappa, u0))
+                    row["forward_s"] = median_time(lambda: fwd(kappa, u0), repeats)
+                    row["grad_s"] = median_time(lambda: grad(kappa, u0), repeats)
                     row["finite"] = bool(jnp.all(jnp.isfinite(fwd(kappa, u0))))
                 rows.append(row)
                 print(_line(row), flush=True)
