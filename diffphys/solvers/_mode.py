@@ -38,6 +38,10 @@ class Unrolled(AbstractMode):
     lengths, damping, thresholds, network weights), so they can be learned end to end; derivatives
     go through the layers with a :class:`~diffphys.adjoint.Direct` or
     :class:`~diffphys.adjoint.Checkpointed` adjoint.
+
+    ``Converged(rtol=0, max_steps=K)`` runs the same iterations. Its program is a different one, so
+    where the two round differently in the last bit, an inner linear solve may stop one iteration
+    apart: compare the two to the inner solver's tolerance, not to round-off.
     """
 
     iterations: int
